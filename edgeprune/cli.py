@@ -1,0 +1,116 @@
+"""The command line: each command parses, calls one library function, prints."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+import click
+
+from edgeprune.errors import EdgePruneError
+
+
+def _shape(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give C,H,W, e.g. 3,32,32") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise click.BadParameter(f"{text!r}: give C,H,W, e.g. 3,32,32")
+    return shape
+
+
+@click.group()
+@click.version_option(package_name="edgeprune")
+def cli() -> None:
+    """Shrink a trained CNN so it runs measurably faster on a target device."""
+
+
+@cli.command("compile")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", default="host", show_default=True, help="Target profile name or TOML path.")
+@click.option("--latency-target", default="0.5x", show_default=True, help="Fraction of baseline ('0.5x') or ms ('3.5ms').")
+@click.option("--out", default="dist", show_default=True, help="Output folder; artifacts go to OUT/<model name>/.")
+@click.option("--data", default="shapes", show_default=True, help="Built-in (shapes, digits) or a path.")
+@click.option("--agent", default="uniform", show_default=True, help="Search agent (uniform, random).")
+@click.option("--budget", default=16, show_default=True, type=int, help="Number of candidate evaluations.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--arch", default=None, help="Architecture of a bare state dict: zoo name or package.module:factory.")
+@click.option("--input-shape", default=None, help="C,H,W (batch excluded).")
+@click.option("--trust-model-code", is_flag=True, help="Allow loading a pickled nn.Module (runs code from the file).")
+@click.option("--finetune-epochs", default=4, show_default=True, type=int)
+@click.option("--distill", is_flag=True, help="Fine-tune with knowledge distillation from the original model.")
+@click.option("--resume", default=None, metavar="RUN", help="Continue run RUN from OUT/runs.sqlite.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report summary as JSON on stdout, nothing else.")
+def compile_cmd(model, target, latency_target, out, data, agent, budget, seed, arch, input_shape,
+                trust_model_code, finetune_epochs, distill, resume, as_json) -> None:
+    """Prune MODEL to meet a latency target measured on TARGET; write verified artifacts."""
+    from edgeprune.config import CompileConfig
+    from edgeprune.pipeline import compile_model
+    from edgeprune.progress import RichReporter
+
+    cfg = CompileConfig(model=model, target=target, latency_target=latency_target, out=out, data=data, agent=agent,
+                        budget=budget, seed=seed, arch=arch, input_shape=_shape(input_shape),
+                        trust_model_code=trust_model_code, finetune_epochs=finetune_epochs, distill=distill,
+                        resume=resume)
+    command = "edgeprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result = compile_model(cfg, reporter=RichReporter(), command=command)
+    summary = summarise(result.report)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        f = summary["final"]
+        click.echo(f"{result.out_dir}: latency {f['latency_median_ms']:.3f} ms vs {f['baseline_median_ms']:.3f} ms "
+                   f"({f['latency_ratio_median']:.3f}x, medians in the same run), accuracy {f['accuracy']:.4f} "
+                   f"vs {summary['baseline']['accuracy']:.4f}, run {result.run_id}")
+
+
+def summarise(report: dict) -> dict:
+    """The short form of a report printed by ``--json``."""
+    f = report["final"]
+    return {"status": report["status"], "run_id": report["run_id"], "out_dir": report["out_dir"],
+            "target": report["target"], "wall_time_s": report["wall_time_s"],
+            "baseline": {"accuracy": report["baseline"]["accuracy"], "macs": report["baseline"]["macs"],
+                         "params": report["baseline"]["params"]},
+            "final": {"accuracy": f["accuracy"], "macs": f["macs"], "params": f["params"],
+                      "latency_median_ms": f["latency"]["median_ms"],
+                      "baseline_median_ms": f["baseline_latency_same_run"]["median_ms"],
+                      "latency_ratio_median": f["latency"]["baseline_median_ratio"],
+                      "latency_ratio_p10": f["latency"]["ratio_to_baseline"],
+                      "onnx_verified": f["onnx_verification"]["ok"]},
+            "evaluations": report["search"]["evaluations"]}
+
+
+@cli.command("targets")
+def targets_cmd() -> None:
+    """List target profiles."""
+    from edgeprune.targets import list_targets, load_target
+
+    for name in list_targets():
+        t = load_target(name)
+        click.echo(f"{name:20s} {t.arch:8s} {t.backend:12s} threads={t.measurement.threads} round_to={t.round_to}  {t.description}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except EdgePruneError as e:
+        click.echo(f"edgeprune: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("edgeprune: interrupted; resume with --resume RUN (the run id is printed at the start)", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("edgeprune: interrupted; resume with --resume RUN (the run id is printed at the start)", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The compile configuration: one frozen, validated dataclass; the CLI and Python callers build it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from edgeprune.errors import EdgePruneError
+
+
+@dataclass(frozen=True)
+class LatencyTarget:
+    """Either a fraction of the baseline latency (``0.5x``) or an absolute latency (``3.5ms``)."""
+
+    value: float
+    unit: str  # "x" or "ms"
+
+    @classmethod
+    def parse(cls, text: str) -> "LatencyTarget":
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(x|ms)\s*", str(text))
+        if not m:
+            raise EdgePruneError(f"latency target {text!r}: give a fraction of the baseline ('0.5x') or milliseconds ('3.5ms')")
+        value, unit = float(m.group(1)), m.group(2)
+        if value <= 0 or (unit == "x" and value > 1):
+            raise EdgePruneError(f"latency target {text!r} must be > 0 (and at most 1x)")
+        return cls(value, unit)
+
+    def ratio(self, baseline_ms: float) -> float:
+        """The target as a fraction of the baseline latency ``baseline_ms``."""
+        return self.value if self.unit == "x" else self.value / baseline_ms
+
+    def __str__(self) -> str:
+        return f"{self.value:g}{self.unit}"
+
+
+@dataclass(frozen=True)
+class CompileConfig:
+    model: str
+    target: str = "host"
+    latency_target: str = "0.5x"
+    out: str = "dist"
+    data: str = "shapes"
+    agent: str = "uniform"
+    budget: int = 16  # candidate evaluations
+    seed: int = 0
+    arch: str | None = None  # for a bare state dict
+    input_shape: tuple[int, ...] | None = None  # C×H×W override
+    trust_model_code: bool = False
+    finetune_epochs: int = 4
+    finetune_lr: float = 0.02
+    distill: bool = False
+    search_val_samples: int = 1000  # validation images per candidate during the search
+    calib_samples: int = 500  # images for BN recalibration and artifact verification
+    torch_threads: int = 2  # for training and accuracy; latency uses the target's threads
+    resume: str | None = None
+
+    def __post_init__(self):
+        LatencyTarget.parse(self.latency_target)
+        if self.budget < 1:
+            raise EdgePruneError("--budget must be at least 1")
+        if self.finetune_epochs < 0:
+            raise EdgePruneError("--finetune-epochs must be >= 0")
+        if self.search_val_samples < 10 or self.calib_samples < 10:
+            raise EdgePruneError("search_val_samples and calib_samples must be at least 10")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape) if self.input_shape else None
+        return d
+
+    # Settings that define the search; a resumed run must match them (budget may grow).
+    SEARCH_KEYS = ("target", "latency_target", "data", "agent", "seed", "arch", "search_val_samples", "calib_samples")

@@ -1,0 +1,1 @@
+"""ONNX export, simplification and numeric verification against the PyTorch model."""

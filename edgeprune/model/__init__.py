@@ -1,0 +1,1 @@
+"""Mechanism: model zoo, safe loading, analysis, surgery, evaluation and fine-tuning."""

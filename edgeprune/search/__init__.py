@@ -1,0 +1,1 @@
+"""Policy: the search space, agents that propose candidates, and the run store."""

@@ -1,0 +1,30 @@
+"""``random``: independent random strategies around a random overall keep level."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeprune.search.agents.base import register
+from edgeprune.search.space import SearchSpace
+from edgeprune.types import Candidate, EvalResult
+
+
+@register("random")
+class RandomAgent:
+    """Each candidate draws an overall keep level s ~ U(0.15, 1) and per-group keep fractions
+    s · exp(0.25 · N(0, 1)), clipped to [0, 1]. Uniform per-group draws would almost never reach
+    aggressive latency targets (the mean of many uniforms concentrates), hence the shared level."""
+
+    name = "random"
+
+    def __init__(self, space: SearchSpace, *, budget: int, seed: int, latency_ratio: float):
+        self.space = space
+        self.rng = np.random.default_rng(seed)
+
+    def ask(self) -> Candidate | None:
+        s = self.rng.uniform(0.15, 1.0)
+        keep = np.clip(s * np.exp(0.25 * self.rng.standard_normal(self.space.dim)), 0.0, 1.0)
+        return self.space.candidate(keep.tolist(), origin=f"random s={s:.3f}")
+
+    def tell(self, candidate: Candidate, result: EvalResult) -> None:
+        pass

@@ -1,0 +1,54 @@
+"""``uniform``: one keep fraction for every group, bisected until the latency target is just met."""
+
+from __future__ import annotations
+
+from edgeprune.search.agents.base import register
+from edgeprune.search.space import SearchSpace
+from edgeprune.types import Candidate, EvalResult
+
+
+@register("uniform")
+class UniformAgent:
+    """Bisection on a shared keep fraction k in [lo, hi]: a feasible k raises lo, an infeasible one lowers hi.
+    Starts at k = latency_ratio (latency falls roughly with k², so this is usually feasible) and stops when
+    the next k maps to widths already tried."""
+
+    name = "uniform"
+
+    def __init__(self, space: SearchSpace, *, budget: int, seed: int, latency_ratio: float, tol: float = 0.01):
+        self.space, self.tol = space, tol
+        self.lo, self.hi = 0.0, 1.0
+        self._next = min(1.0, max(0.05, latency_ratio))
+        self._tried: set[str] = set()
+
+    def ask(self) -> Candidate | None:
+        while self._next is not None:
+            k = self._next
+            cand = self.space.candidate([k] * self.space.dim, origin=f"uniform k={k:.4f}")
+            if cand.key not in self._tried:
+                return cand
+            # Same widths as a tried k: narrow towards it without another evaluation.
+            self._next = None
+        return None
+
+    def tell(self, candidate: Candidate, result: EvalResult) -> None:
+        self._tried.add(candidate.key)
+        k = candidate.keep[0] if candidate.keep else 1.0
+        if result.feasible:
+            self.lo = max(self.lo, k)
+        else:
+            self.hi = min(self.hi, k)
+        if self.hi - self.lo < self.tol:
+            self._next = None
+            return
+        mid = (self.lo + self.hi) / 2
+        cand = self.space.candidate([mid] * self.space.dim)
+        # Skip midpoints whose widths were already measured: move towards the untried side.
+        while cand.key in self._tried and self.hi - self.lo >= self.tol:
+            if result.feasible:
+                self.lo = mid
+            else:
+                self.hi = mid
+            mid = (self.lo + self.hi) / 2
+            cand = self.space.candidate([mid] * self.space.dim)
+        self._next = mid if self.hi - self.lo >= self.tol else None

@@ -1,0 +1,67 @@
+"""Candidate evaluation: prune → adaptive BN → validation accuracy → export + simplify → measured latency."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgeprune.export.onnx import export_verified
+from edgeprune.latency.meter import LatencyMeter
+from edgeprune.model.evaluate import accuracy, count_macs_params, recalibrate_bn
+from edgeprune.model.prune import Analysis, prune
+from edgeprune.types import Candidate, EvalResult
+
+
+@dataclass
+class CandidateEvaluator:
+    """Evaluates candidates of one model against one latency target.
+
+    ``latency_ratio`` is the target as a fraction of the baseline's p10 latency; ``baseline_ms`` is the
+    baseline's reference p10 latency (ms), used to express a candidate's ratio in milliseconds.
+    ``val`` is the search validation subset, ``calib`` the BN-recalibration images (N×C×H×W).
+    """
+
+    model: nn.Module
+    input_shape: tuple[int, ...]
+    analysis: Analysis
+    val: tuple[torch.Tensor, torch.Tensor]
+    calib: torch.Tensor
+    meter: LatencyMeter
+    latency_ratio: float
+    baseline_ms: float
+    verify_samples: int = 4
+
+    def build(self, candidate: Candidate) -> tuple[nn.Module, list]:
+        """The pruned, BN-recalibrated model for ``candidate`` and its pruning history."""
+        pruned, history = prune(self.model, self.input_shape, self.analysis, candidate.widths)
+        recalibrate_bn(pruned, self.calib)
+        return pruned, history
+
+    def evaluate(self, candidate: Candidate) -> EvalResult:
+        seconds: dict[str, float] = {}
+        t = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal t
+            now = time.perf_counter()
+            seconds[stage] = round(now - t, 4)
+            t = now
+
+        pruned, _ = prune(self.model, self.input_shape, self.analysis, candidate.widths)
+        lap("prune")
+        recalibrate_bn(pruned, self.calib)
+        lap("bn_recalibration")
+        acc = accuracy(pruned, *self.val)
+        lap("accuracy")
+        onnx_bytes, _, _ = export_verified(pruned, self.input_shape, self.calib[: self.verify_samples])
+        lap("export_simplify_verify")
+        m, _ = self.meter.measure(onnx_bytes)
+        lap("latency")
+        macs, params = count_macs_params(pruned, self.input_shape)
+        lap("count")
+        ratio = float(m.ratio_to_baseline)
+        return EvalResult(accuracy=acc, latency_ms=ratio * self.baseline_ms, measurement=m, macs=macs,
+                          params=params, feasible=ratio <= self.latency_ratio, seconds=seconds)
