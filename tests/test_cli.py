@@ -1,0 +1,158 @@
+"""The ``edgeprune`` command as a user runs it: end to end, bad input, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgeprune.data import load_data
+from edgeprune.model.load import load_model
+from edgeprune.model.zoo import resnet20
+from tests.conftest import ROOT, run_cli, tiny_resnet
+
+FAST = ["--data", "digits", "--finetune-epochs", "1"]
+
+
+def _one_clean_error_line(r: subprocess.CompletedProcess, match: str) -> None:
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("edgeprune: error:")]
+    assert len(lines) == 1 and match in lines[0], r.stderr
+
+
+@pytest.mark.slow
+def test_compile_end_to_end_writes_verified_faster_artifacts(resnet20_ckpt, tmp_path):
+    r = run_cli("compile", str(resnet20_ckpt), "--target", "host", "--latency-target", "0.5x", "--budget", "4",
+                "--out", str(tmp_path), "--json", *FAST)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)  # stdout holds the JSON and nothing else
+    out = tmp_path / "resnet20"
+    assert summary["status"] == "ok" and summary["out_dir"] == str(out)
+    for name in ("model.onnx", "model.pt", "report.json", "manifest.json"):
+        assert (out / name).is_file()
+    report = json.loads((out / "report.json").read_text())
+    final = report["final"]
+    # Faster, measured interleaved with the baseline in the same run.
+    assert final["latency"]["baseline_median_ratio"] < 0.8
+    assert final["macs"] < report["baseline"]["macs"] / 2
+    assert final["onnx_verification"]["ok"] and final["onnx_verification"]["samples"] == 180  # all digits calib images
+    for key in ("median_ms", "p90_ms", "spread", "repeats", "warmup", "threads", "backend", "backend_version", "where"):
+        assert key in report["baseline"]["latency"] and key in final["latency"]
+    assert len(report["candidates"]) == report["search"]["evaluations"] >= 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    from edgeprune.report import sha256_file
+
+    for name, art in manifest["artifacts"].items():
+        assert art["sha256"] == sha256_file(out / name)
+    assert manifest["packages"]["torch"].startswith("2.13.0") and "compile" in manifest["command"]
+    # model.pt rebuilds from the architecture with weights_only loading, and matches model.onnx.
+    torch.load(out / "model.pt", weights_only=True)
+    loaded = load_model(out / "model.pt")
+    x = load_data("digits").calib[0][:8]
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = np.concatenate([sess.run(None, {"input": x[i : i + 1].numpy()})[0] for i in range(8)])
+    with torch.no_grad():
+        ref = loaded.model(x).numpy()
+    assert np.allclose(got, ref, atol=1e-4, rtol=1e-3)
+    assert sum(p.numel() for p in loaded.model.parameters()) == final["params"]
+
+
+def test_missing_model_file(tmp_path):
+    _one_clean_error_line(run_cli("compile", str(tmp_path / "none.pt"), "--out", str(tmp_path)), "does not exist")
+
+
+def test_corrupt_model_file(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"\x00garbage" * 50)
+    _one_clean_error_line(run_cli("compile", str(tmp_path / "bad.pt"), "--out", str(tmp_path)), "corrupt")
+
+
+def test_untrusted_pickle_without_flag(tmp_path):
+    torch.save(tiny_resnet(), tmp_path / "whole.pt")
+    _one_clean_error_line(run_cli("compile", str(tmp_path / "whole.pt"), "--out", str(tmp_path)), "--trust-model-code")
+
+
+def test_unknown_architecture(tmp_path):
+    torch.save(resnet20().state_dict(), tmp_path / "sd.pt")
+    _one_clean_error_line(run_cli("compile", str(tmp_path / "sd.pt"), "--arch", "resnet7", "--out", str(tmp_path)),
+                          "unknown architecture")
+
+
+def test_wrong_input_shape(resnet20_ckpt, tmp_path):
+    _one_clean_error_line(run_cli("compile", str(resnet20_ckpt), "--input-shape", "1,32,32", "--out", str(tmp_path)),
+                          "input shape")
+
+
+def test_data_with_wrong_number_of_classes(resnet20_ckpt, tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "three.npz", x=rng.random((200, 3, 32, 32), dtype=np.float32), y=rng.integers(0, 3, 200))
+    _one_clean_error_line(run_cli("compile", str(resnet20_ckpt), "--data", str(tmp_path / "three.npz"),
+                                  "--out", str(tmp_path)), "3 classes")
+
+
+def test_bad_latency_target_and_unknown_target(resnet20_ckpt, tmp_path):
+    _one_clean_error_line(run_cli("compile", str(resnet20_ckpt), "--latency-target", "fast", "--out", str(tmp_path)),
+                          "latency target")
+    _one_clean_error_line(run_cli("compile", str(resnet20_ckpt), "--target", "pdp11", "--out", str(tmp_path)),
+                          "no target profile")
+
+
+@pytest.mark.slow
+def test_impossible_latency_target_reports_the_fastest_candidate(resnet20_ckpt, tmp_path):
+    r = run_cli("compile", str(resnet20_ckpt), "--latency-target", "0.02x", "--budget", "3", "--out", str(tmp_path), *FAST)
+    assert r.returncode == 3
+    _one_clean_error_line(r, "no candidate met the latency target")
+    assert "fastest found" in r.stderr
+    report = json.loads((tmp_path / "resnet20" / "report.json").read_text())
+    assert report["status"] == "infeasible" and report["final"] is None
+    assert not (tmp_path / "resnet20" / "model.onnx").exists()  # nothing written as good
+
+
+def _stored(db, run_id=None):
+    con = sqlite3.connect(db)
+    try:
+        if run_id is None:
+            row = con.execute("SELECT run_id FROM runs").fetchone()
+            return row[0] if row else None
+        return con.execute("SELECT COUNT(*) FROM evaluations WHERE run_id = ?", (run_id,)).fetchone()[0]
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_run_killed_half_way_resumes_without_reevaluating(resnet20_ckpt, tmp_path):
+    args = ["compile", str(resnet20_ckpt), "--agent", "random", "--budget", "6", "--out", str(tmp_path), *FAST]
+    proc = subprocess.Popen([sys.executable, "-m", "edgeprune.cli", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db, run_id, deadline = tmp_path / "runs.sqlite", None, time.time() + 300
+    try:
+        while time.time() < deadline:
+            run_id = run_id or (db.exists() and _stored(db))
+            if run_id and (_stored(db, run_id) or 0) >= 2:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)  # no chance to clean up: the hardest kind of crash
+    finally:
+        proc.wait(30)
+    done_before = _stored(db, run_id)
+    assert 2 <= done_before < 6, "the run should be killed half-way"
+    assert not (tmp_path / "resnet20" / "manifest.json").exists()
+    r = run_cli("compile", *args[1:], "--resume", run_id, "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "resnet20" / "report.json").read_text())
+    assert report["run_id"] == run_id and report["search"]["evaluations"] == 6
+    assert report["search"]["evaluated_this_session"] == 6 - done_before
+    assert [c["from_store"] for c in report["candidates"]][:done_before] == [True] * done_before
+    # Resuming with other search settings is refused, not silently mixed.
+    r = run_cli("compile", *args[1:], "--seed", "5", "--resume", run_id)
+    _one_clean_error_line(r, "different settings")
