@@ -156,3 +156,8 @@ def test_run_killed_half_way_resumes_without_reevaluating(resnet20_ckpt, tmp_pat
     # Resuming with other search settings is refused, not silently mixed.
     r = run_cli("compile", *args[1:], "--seed", "5", "--resume", run_id)
     _one_clean_error_line(r, "different settings")
+
+
+def test_targets_lists_host():
+    r = run_cli("targets")
+    assert r.returncode == 0 and r.stdout.startswith("host") and "onnxruntime" in r.stdout
