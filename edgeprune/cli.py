@@ -35,8 +35,10 @@ def cli() -> None:
 @click.option("--latency-target", default="0.5x", show_default=True, help="Fraction of baseline ('0.5x') or ms ('3.5ms').")
 @click.option("--out", default="dist", show_default=True, help="Output folder; artifacts go to OUT/<model name>/.")
 @click.option("--data", default="shapes", show_default=True, help="Built-in (shapes, digits) or a path.")
-@click.option("--agent", default="uniform", show_default=True, help="Search agent (uniform, random).")
-@click.option("--budget", default=16, show_default=True, type=int, help="Number of candidate evaluations.")
+@click.option("--agent", default="bo", show_default=True, help="Search agent: bo, bo-plain, bo-flops, uniform, random.")
+@click.option("--budget", default=40, show_default=True, type=int, help="Number of distinct candidate evaluations.")
+@click.option("--clusters", default=None, type=int, help="bo: clusters in the first phase (default about sqrt(groups)).")
+@click.option("--batch", default=1, show_default=True, type=int, help="bo: candidates proposed at once.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--arch", default=None, help="Architecture of a bare state dict: zoo name or package.module:factory.")
 @click.option("--input-shape", default=None, help="C,H,W (batch excluded).")
@@ -45,7 +47,7 @@ def cli() -> None:
 @click.option("--distill", is_flag=True, help="Fine-tune with knowledge distillation from the original model.")
 @click.option("--resume", default=None, metavar="RUN", help="Continue run RUN from OUT/runs.sqlite.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report summary as JSON on stdout, nothing else.")
-def compile_cmd(model, target, latency_target, out, data, agent, budget, seed, arch, input_shape,
+def compile_cmd(model, target, latency_target, out, data, agent, budget, clusters, batch, seed, arch, input_shape,
                 trust_model_code, finetune_epochs, distill, resume, as_json) -> None:
     """Prune MODEL to meet a latency target measured on TARGET; write verified artifacts."""
     from edgeprune.config import CompileConfig
@@ -53,7 +55,7 @@ def compile_cmd(model, target, latency_target, out, data, agent, budget, seed, a
     from edgeprune.progress import RichReporter
 
     cfg = CompileConfig(model=model, target=target, latency_target=latency_target, out=out, data=data, agent=agent,
-                        budget=budget, seed=seed, arch=arch, input_shape=_shape(input_shape),
+                        budget=budget, clusters=clusters, batch=batch, seed=seed, arch=arch, input_shape=_shape(input_shape),
                         trust_model_code=trust_model_code, finetune_epochs=finetune_epochs, distill=distill,
                         resume=resume)
     command = "edgeprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -80,6 +82,7 @@ def summarise(report: dict) -> dict:
                       "baseline_median_ms": f["baseline_latency_same_run"]["median_ms"],
                       "latency_ratio_median": f["latency"]["baseline_median_ratio"],
                       "latency_ratio_p10": f["latency"]["ratio_to_baseline"],
+                      "meets_latency_target": f["meets_latency_target"],
                       "onnx_verified": f["onnx_verification"]["ok"]},
             "evaluations": report["search"]["evaluations"]}
 

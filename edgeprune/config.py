@@ -40,8 +40,10 @@ class CompileConfig:
     latency_target: str = "0.5x"
     out: str = "dist"
     data: str = "shapes"
-    agent: str = "uniform"
-    budget: int = 16  # candidate evaluations
+    agent: str = "bo"
+    budget: int = 40  # distinct candidate evaluations
+    clusters: int | None = None  # bo: number of clusters in the first phase (default ≈ √groups)
+    batch: int = 1  # bo: candidates proposed at once (q), for parallel measurement
     seed: int = 0
     arch: str | None = None  # for a bare state dict
     input_shape: tuple[int, ...] | None = None  # C×H×W override
@@ -56,6 +58,10 @@ class CompileConfig:
 
     def __post_init__(self):
         LatencyTarget.parse(self.latency_target)
+        if self.clusters is not None and self.clusters < 1:
+            raise EdgePruneError("--clusters must be at least 1")
+        if self.batch < 1:
+            raise EdgePruneError("--batch must be at least 1")
         if self.budget < 1:
             raise EdgePruneError("--budget must be at least 1")
         if self.finetune_epochs < 0:
@@ -69,4 +75,5 @@ class CompileConfig:
         return d
 
     # Settings that define the search; a resumed run must match them (budget may grow).
-    SEARCH_KEYS = ("target", "latency_target", "data", "agent", "seed", "arch", "search_val_samples", "calib_samples")
+    SEARCH_KEYS = ("target", "latency_target", "data", "agent", "seed", "arch", "search_val_samples", "calib_samples",
+                   "clusters", "batch")

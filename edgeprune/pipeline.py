@@ -19,10 +19,11 @@ from edgeprune.latency import LatencyMeter, get_backend
 from edgeprune.model.evaluate import accuracy, count_macs_params
 from edgeprune.model.finetune import TrainConfig, train
 from edgeprune.model.load import LoadedModel, check_input_shape, load_model
-from edgeprune.model.prune import analyse, channel_counts
+from edgeprune.model.prune import analyse, channel_counts, group_importances
 from edgeprune.progress import Reporter
 from edgeprune.report import sha256_file, write_outputs
-from edgeprune.search.agents import make_agent
+from edgeprune.search.agents import agent_info, make_agent
+from edgeprune.search.cluster import importance_features
 from edgeprune.search.evaluate import CandidateEvaluator
 from edgeprune.search.space import SearchSpace
 from edgeprune.search.store import RunStore
@@ -36,6 +37,8 @@ FINAL_VERIFY_SAMPLES = 200  # calibration images compared between ONNX Runtime a
 class SearchOutcome:
     evaluations: list[tuple[int, Candidate, EvalResult, bool]] = field(default_factory=list)  # (idx, cand, result, reused)
     evaluated_now: int = 0
+    agent_info: dict = field(default_factory=dict)
+    confirmations: list[dict] = field(default_factory=list)  # re-measurements of the top candidates
 
 
 @dataclass
@@ -45,11 +48,16 @@ class CompileResult:
     report: dict
 
 
-def _best(evals, *, feasible: bool):
-    """The most accurate feasible evaluation (ties: the faster), or with ``feasible=False`` the fastest one."""
+def _feasible(r: EvalResult) -> bool:
+    return r.feasible
+
+
+def _best(evals, *, feasible: bool, is_feasible=_feasible):
+    """The most accurate feasible evaluation (ties: the faster), or with ``feasible=False`` the fastest one.
+    ``is_feasible`` is the agent's own notion when it has one (``bo-flops`` constrains MACs)."""
     if not feasible:
         return min(evals, key=lambda e: e[2].latency_ms, default=None)
-    return max((e for e in evals if e[2].feasible), key=lambda e: (e[2].accuracy, -e[2].latency_ms), default=None)
+    return max((e for e in evals if is_feasible(e[2])), key=lambda e: (e[2].accuracy, -e[2].latency_ms), default=None)
 
 
 def _check_fit(loaded: LoadedModel, data) -> None:
@@ -76,36 +84,71 @@ def _open_run(store: RunStore, cfg: CompileConfig, model_sha: str) -> str:
 
 def search(agent, evaluator: CandidateEvaluator, store: RunStore, run_id: str, budget: int,
            reporter: Reporter) -> SearchOutcome:
-    """Ask/evaluate/tell for up to ``budget`` evaluations. Stored evaluations of a resumed run are replayed
-    (the agent is deterministic, so it asks the same candidates); duplicates reuse their first result."""
-    stored = {idx: (c, r) for idx, c, r in store.evaluations(run_id)}
-    seen: dict[str, EvalResult] = {}
+    """Ask/evaluate/tell until ``budget`` distinct candidates are evaluated or the agent stops.
+
+    A resumed run first tells the agent every stored evaluation, in order, without re-measuring it; agents
+    derive their next proposal from their seed and what they were told, so the search continues where it
+    stopped. A candidate whose widths were already evaluated reuses that result and costs no budget
+    (bounded, so an agent stuck on one point cannot loop forever).
+    """
     out = SearchOutcome()
+    seen: dict[str, EvalResult] = {}
+    stored = store.evaluations(run_id)
     reporter.search_start(budget, len(stored))
+
+    def record(idx, cand, result, reused):
+        seen.setdefault(cand.key, result)
+        agent.tell(cand, result)
+        out.evaluations.append((idx, cand, result, reused))
+        best = _best(out.evaluations, feasible=True, is_feasible=getattr(agent, "feasible", _feasible))
+        reporter.search_step(idx, cand, result, reused, best[2] if best else None)
+
     try:
-        for idx in range(budget):
+        for idx, cand, result in stored[:budget]:
+            record(idx, cand, result, True)
+        asks = 0
+        while len(out.evaluations) < budget and asks < 4 * budget:
+            asks += 1
             cand = agent.ask()
             if cand is None:
                 break
-            reused = True
-            if idx in stored and stored[idx][0].key == cand.key:
-                result = stored[idx][1]
-            elif cand.key in seen:
-                result = seen[cand.key]
-                store.append(run_id, idx, cand, result)
-            else:
-                result = evaluator.evaluate(cand)
-                store.append(run_id, idx, cand, result)
-                reused = False
-                out.evaluated_now += 1
-            seen.setdefault(cand.key, result)
-            agent.tell(cand, result)
-            out.evaluations.append((idx, cand, result, reused))
-            best = _best(out.evaluations, feasible=True)
-            reporter.search_step(idx, cand, result, reused, best[2] if best else None)
+            if cand.key in seen:
+                agent.tell(cand, seen[cand.key])
+                continue
+            result = evaluator.evaluate(cand)
+            idx = len(out.evaluations)
+            store.append(run_id, idx, cand, result)
+            out.evaluated_now += 1
+            record(idx, cand, result, False)
     finally:
         reporter.search_end()
     return out
+
+
+CONFIRM_TOP = 5  # feasible candidates re-measured before the final choice
+
+
+def confirm_best(evaluations, evaluator: CandidateEvaluator, *, ratio: float, rounds: int, is_feasible=_feasible,
+                 constrain_latency: bool = True):
+    """Re-measure the most accurate feasible candidates with the long (final) plan and return the first
+    whose confirmed ratio still meets the target, with the list of confirmations for the report.
+
+    The search keeps whatever measured under the target once; near the boundary that favours candidates
+    whose one measurement happened to be low (the winner's curse), and the final re-measurement then lands
+    above the target. When no candidate confirms, the one that came closest is returned.
+    """
+    pool = sorted((e for e in evaluations if is_feasible(e[2])), key=lambda e: (-e[2].accuracy, e[2].latency_ms))
+    confirmations = []
+    for e in pool[:CONFIRM_TOP]:
+        m = evaluator.remeasure(e[1], rounds=rounds)
+        confirmations.append({"index": e[0], "search_ratio": e[2].measurement.ratio_to_baseline,
+                              "confirmed_ratio": m.ratio_to_baseline, "accuracy": e[2].accuracy})
+        if not constrain_latency or m.ratio_to_baseline <= ratio:
+            return e, confirmations
+    if not confirmations:
+        return None, confirmations
+    closest = min(confirmations, key=lambda c: c["confirmed_ratio"])
+    return next(e for e in pool if e[0] == closest["index"]), confirmations
 
 
 def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, command: str = "") -> CompileResult:
@@ -147,18 +190,25 @@ def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, comma
              f"target {target} = {ratio:.3f}x = {ratio * baseline_ref.p10_ms:.3f} ms")
 
     evaluator = CandidateEvaluator(model, shape, analysis, val_search, calib, meter, ratio, baseline_ref.p10_ms)
-    space = SearchSpace(analysis.groups)
-    agent = make_agent(cfg.agent, space, budget=cfg.budget, seed=cfg.seed, latency_ratio=ratio)
-    outcome = search(agent, evaluator, store, run_id, cfg.budget, rep)
-
     base_macs, base_params = count_macs_params(model, shape)
+    features = importance_features(group_importances(model, shape, analysis))
+    space = SearchSpace(analysis.groups, tuple(map(tuple, features.tolist())), base_macs)
+    agent = make_agent(cfg.agent, space, budget=cfg.budget, seed=cfg.seed, latency_ratio=ratio,
+                       clusters=cfg.clusters, batch=cfg.batch)
+    outcome = search(agent, evaluator, store, run_id, cfg.budget, rep)
+    outcome.agent_info = agent_info(agent)
+
     base_acc = accuracy(model, *data.val)
     common = dict(cfg=cfg, profile=profile, loaded=loaded, data=data, analysis=analysis, outcome=outcome,
                   run_id=run_id, baseline_ref=baseline_ref, target=target, ratio=ratio, command=command,
                   baseline={"accuracy": base_acc, "macs": base_macs, "params": base_params,
                             "channels": channel_counts(model), "onnx_verification": base_verdict.to_dict()},
                   t_start=t_start)
-    best = _best(outcome.evaluations, feasible=True)
+    is_feasible = getattr(agent, "feasible", _feasible)
+    best, confirmations = confirm_best(outcome.evaluations, evaluator, ratio=ratio,
+                                       rounds=profile.measurement.final_rounds, is_feasible=is_feasible,
+                                       constrain_latency=getattr(agent, "constraint", "latency") == "latency")
+    outcome.confirmations = confirmations
     if best is None:
         fastest = _best(outcome.evaluations, feasible=False)
         report = write_outputs(status="infeasible", final=None, **common)
@@ -190,8 +240,14 @@ def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, comma
              "accuracy": final_acc, "macs": macs, "params": params, "channels": channel_counts(pruned),
              "latency": final_m.to_dict(), "baseline_latency_same_run": base_m.to_dict(),
              "speedup_median": base_m.median_ms / final_m.median_ms, "simplifier": simplifier,
+             # The search keeps the candidate that measured under the target; a re-measurement near the
+             # boundary can land just above it. Said here so that CI can gate on it.
+             "meets_latency_target": final_m.ratio_to_baseline <= ratio,
              "onnx_verification": verdict.to_dict(), "finetune": {"epochs": tcfg.epochs, "lr": tcfg.lr,
                                                                   "distill": tcfg.distill}}
+    if not final["meets_latency_target"]:
+        rep.warn(f"final model re-measured at {final_m.ratio_to_baseline:.3f}x the baseline (p10), above the "
+                 f"target {ratio:.3f}x: it was chosen at {res.measurement.ratio_to_baseline:.3f}x; noise near the boundary")
     report = write_outputs(status="ok", final=final, pruned=pruned, history=history, onnx_bytes=final_bytes, **common)
     store.set_status(run_id, "done")
     store.close()

@@ -145,6 +145,22 @@ def prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis,
     return pruned, history
 
 
+def group_importances(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis) -> list:
+    """Per-channel group L1 importance of every analysed group (numpy arrays, in ``analysis.groups`` order);
+    the same scores ``prune`` ranks channels by."""
+    import torch_pruning as tp
+
+    work = copy.deepcopy(model).eval()
+    ignored_names = set(analysis.ignored) | {u.split(" ")[0] for u in analysis.unsupported}
+    ignored = [m for n, m in work.named_modules() if n in ignored_names]
+    importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
+    scores = {}
+    for name, group in _groups(work, _dependency_graph(work, input_shape), ignored):
+        with torch.no_grad():  # only around scoring: the graph is traced lazily with autograd
+            scores[name] = importance(group).detach().cpu().numpy()
+    return [scores[g.name] for g in analysis.groups]
+
+
 def replay_history(model: nn.Module, history: list, input_shape: tuple[int, ...]) -> nn.Module:
     """Apply a recorded pruning history to a freshly built model, in place (then load its state dict)."""
     dg = _dependency_graph(model, input_shape)

@@ -12,7 +12,7 @@ from edgeprune.export.onnx import export_verified
 from edgeprune.latency.meter import LatencyMeter
 from edgeprune.model.evaluate import accuracy, count_macs_params, recalibrate_bn
 from edgeprune.model.prune import Analysis, prune
-from edgeprune.types import Candidate, EvalResult
+from edgeprune.types import Candidate, EvalResult, Measurement
 
 
 @dataclass
@@ -39,6 +39,12 @@ class CandidateEvaluator:
         pruned, history = prune(self.model, self.input_shape, self.analysis, candidate.widths)
         recalibrate_bn(pruned, self.calib)
         return pruned, history
+
+    def remeasure(self, candidate: Candidate, *, rounds: int) -> Measurement:
+        """Measure ``candidate`` again, interleaved with the baseline, over ``rounds`` rounds."""
+        pruned, _ = prune(self.model, self.input_shape, self.analysis, candidate.widths)
+        onnx_bytes, _, _ = export_verified(pruned, self.input_shape, self.calib[: self.verify_samples])
+        return self.meter.measure(onnx_bytes, rounds=rounds)[0]
 
     def evaluate(self, candidate: Candidate) -> EvalResult:
         seconds: dict[str, float] = {}

@@ -11,7 +11,12 @@ from edgeprune.types import Candidate
 
 @dataclass(frozen=True)
 class SearchSpace:
+    """``features``: one row per group describing it for clustering (e.g. its importance histogram);
+    ``base_macs``: the unpruned model's MACs (for agents that constrain FLOPs)."""
+
     groups: tuple[PrunableGroup, ...]
+    features: tuple[tuple[float, ...], ...] | None = None
+    base_macs: int = 0
 
     @property
     def dim(self) -> int:

@@ -17,14 +17,15 @@ class RandomAgent:
 
     name = "random"
 
-    def __init__(self, space: SearchSpace, *, budget: int, seed: int, latency_ratio: float):
-        self.space = space
-        self.rng = np.random.default_rng(seed)
+    def __init__(self, space: SearchSpace, *, budget: int, seed: int, latency_ratio: float, **_ignored):
+        self.space, self.seed, self.told = space, seed, 0
 
     def ask(self) -> Candidate | None:
-        s = self.rng.uniform(0.15, 1.0)
-        keep = np.clip(s * np.exp(0.25 * self.rng.standard_normal(self.space.dim)), 0.0, 1.0)
+        # Keyed by (seed, number told): a resumed run that is told the stored results continues the sequence.
+        rng = np.random.default_rng([self.seed, self.told])
+        s = rng.uniform(0.15, 1.0)
+        keep = np.clip(s * np.exp(0.25 * rng.standard_normal(self.space.dim)), 0.0, 1.0)
         return self.space.candidate(keep.tolist(), origin=f"random s={s:.3f}")
 
     def tell(self, candidate: Candidate, result: EvalResult) -> None:
-        pass
+        self.told += 1

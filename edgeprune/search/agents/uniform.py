@@ -15,7 +15,7 @@ class UniformAgent:
 
     name = "uniform"
 
-    def __init__(self, space: SearchSpace, *, budget: int, seed: int, latency_ratio: float, tol: float = 0.01):
+    def __init__(self, space: SearchSpace, *, budget: int, seed: int, latency_ratio: float, tol: float = 0.01, **_ignored):
         self.space, self.tol = space, tol
         self.lo, self.hi = 0.0, 1.0
         self._next = min(1.0, max(0.05, latency_ratio))

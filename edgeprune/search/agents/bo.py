@@ -1,0 +1,213 @@
+"""Bayesian optimisation with clustering and roll-back (paper (a)), constrained by measured latency.
+
+Registered agents:
+- ``bo``: groups clustered into k dimensions (Ward on importance distributions), then rolled back to an
+  intermediate number of clusters and finally to every group, bounds narrowed each time.
+- ``bo-plain``: the same BO over every group from the start (no clustering, no roll-back).
+- ``bo-flops``: ``bo`` with MACs as the constraint instead of measured latency (how the papers did it);
+  the MAC target is the same fraction of the baseline as the latency target.
+
+Model: one GP per outcome (accuracy; constraint value = latency or MAC ratio to the baseline), each a
+SingleTaskGP that infers its own observation noise, outcomes standardised. Acquisition: qLogNEI with the
+constraint as an outcome constraint (feasibility-weighted), not a penalty. Sobol initial points.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from edgeprune.search.agents.base import register
+from edgeprune.search.cluster import contiguous_clusters, default_clusters, ward_clusters
+from edgeprune.search.rollback import Phase, initial_phase, narrowed_phase
+from edgeprune.search.space import SearchSpace
+from edgeprune.types import Candidate, EvalResult
+
+
+@contextmanager
+def one_thread():
+    """GP fits take ~1 s on one thread and 12–31 s on two under load (STACK.md)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+class BOAgent:
+    name = "bo"
+
+    def __init__(self, space: SearchSpace, *, budget: int, seed: int, latency_ratio: float,
+                 clusters: int | None = None, rollback: bool = True, constraint: str = "latency",
+                 batch: int = 1, n_init: int | None = None, stagnation: int | None = None,
+                 schedule: tuple[float, float] = (0.5, 0.75), top_m: int = 10, **_ignored):
+        self.space, self.budget, self.seed, self.target = space, budget, seed, latency_ratio
+        self.constraint, self.batch, self.rollback = constraint, max(1, batch), rollback
+        n = space.dim
+        feats = np.asarray(space.features) if space.features is not None else None
+        k = n if clusters is None and not rollback else (clusters or default_clusters(n))
+        k_mid = int(round(math.sqrt(k * n)))
+
+        def assign(kk):
+            if kk >= n:
+                return np.arange(n)
+            return ward_clusters(feats, kk) if feats is not None else contiguous_clusters(n, kk)
+
+        # Phase assignments: k clusters → intermediate → every group (fewer when they coincide).
+        self.assignments = [assign(k)]
+        if rollback:
+            for kk in (k_mid, n):
+                a = assign(kk)
+                if a.max() > self.assignments[-1].max():
+                    self.assignments.append(a)
+        self.phase_idx = 0
+        self.phase: Phase = initial_phase(self.assignments[0])
+        # Switch phases at these fractions of the budget, or after `stagnation` evaluations without improvement.
+        self.switch_at = [int(f * budget) for f in schedule][: len(self.assignments) - 1]
+        self.stagnation = stagnation or max(5, budget // 10)
+        self.n_init = n_init or max(4, min(10, budget // 5))
+        self.top_m = top_m
+        self.keeps: list[np.ndarray] = []  # full keep vectors told
+        self.acc: list[float] = []
+        self.con: list[float] = []  # constraint value: ratio to the baseline (≤ target is feasible)
+        self.best, self.since_best, self.phase_start = -math.inf, 0, 0
+        self.pending: list[Candidate] = []
+        self.history: list[dict] = []  # phase switches, for the report
+
+    def describe(self) -> dict:
+        return {"constraint": self.constraint, "batch": self.batch, "n_init": self.n_init,
+                "stagnation": self.stagnation, "switch_at": self.switch_at,
+                "clusters": [a.tolist() for a in self.assignments], "phase_switches": self.history}
+
+    # -- bookkeeping -------------------------------------------------------------------------------------
+    def constraint_value(self, result: EvalResult) -> float:
+        if self.constraint == "flops":
+            return result.macs / max(1, self.space.base_macs)
+        return float(result.measurement.ratio_to_baseline)
+
+    def feasible(self, result: EvalResult) -> bool:
+        return self.constraint_value(result) <= self.target
+
+    def tell(self, candidate: Candidate, result: EvalResult) -> None:
+        keep = np.asarray(candidate.keep if candidate.keep else [w / g.full for w, g in zip(candidate.widths, self.space.groups)])
+        self.keeps.append(keep)
+        self.acc.append(result.accuracy)
+        self.con.append(self.constraint_value(result))
+        self.pending = [c for c in self.pending if c.key != candidate.key]
+        if self.feasible(result) and result.accuracy > self.best + 1e-9:
+            self.best, self.since_best = result.accuracy, 0
+        else:
+            self.since_best += 1
+
+    def _maybe_roll_back(self) -> None:
+        if self.phase_idx + 1 >= len(self.assignments):
+            return
+        n = len(self.keeps)
+        by_schedule = n >= self.switch_at[self.phase_idx]
+        # Stagnation counts BO iterations only: the Sobol design is not expected to improve steadily.
+        started = max(self.phase_start, self.n_init)
+        by_stagnation = n - started >= self.stagnation and self.since_best >= self.stagnation
+        if not (by_schedule or by_stagnation):
+            return
+        feas = np.asarray(self.con) <= self.target
+        # Best strategies: feasible ones by accuracy first, then the rest by how close they came to the target.
+        order = sorted(range(n), key=lambda i: (not feas[i], -self.acc[i] if feas[i] else self.con[i]))
+        top = np.stack([self.keeps[i] for i in order[: min(self.top_m, n)]])
+        self.phase_idx += 1
+        self.phase = narrowed_phase(self.assignments[self.phase_idx], top)
+        self.phase_start, self.since_best = n, 0
+        self.pending = []
+        self.history.append({"at_evaluation": n, "dims": self.phase.dim, "reason": "schedule" if by_schedule else "stagnation",
+                             "lower": self.phase.lower.round(3).tolist(), "upper": self.phase.upper.round(3).tolist()})
+
+    # -- proposals ---------------------------------------------------------------------------------------
+    def _candidate(self, x: np.ndarray, origin: str) -> Candidate:
+        return self.space.candidate(self.phase.to_full(x).tolist(), origin=origin)
+
+    def _sobol(self, count: int, skip: int) -> np.ndarray:
+        from torch.quasirandom import SobolEngine
+
+        eng = SobolEngine(self.phase.dim, scramble=True, seed=self.seed + 7919 * self.phase_idx)
+        eng.fast_forward(skip)
+        return eng.draw(count).double().numpy()
+
+    def ask(self) -> Candidate | None:
+        if self.pending:
+            return self.pending.pop(0)
+        self._maybe_roll_back()
+        n = len(self.keeps)
+        if n < self.n_init:
+            xs = self._sobol(min(self.batch, self.n_init - n), n)
+            self.pending = [self._candidate(x, f"sobol {n + i}") for i, x in enumerate(xs)]
+        else:
+            xs = self._propose()
+            self.pending = [self._candidate(x, f"bo phase {self.phase_idx} ({self.phase.dim}-d)") for x in xs]
+        return self.pending.pop(0)
+
+    def _propose(self) -> np.ndarray:
+        """q points (q × d, unit cube) maximising qLogNEI of accuracy s.t. constraint ≤ target."""
+        from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+        from botorch.exceptions.warnings import InputDataWarning
+        from botorch.acquisition.objective import GenericMCObjective
+        from botorch.fit import fit_gpytorch_mll
+        from botorch.models import ModelListGP, SingleTaskGP
+        from botorch.models.transforms.outcome import Standardize
+        from botorch.optim import optimize_acqf
+        from botorch.sampling import SobolQMCNormalSampler
+        from gpytorch.mlls import SumMarginalLogLikelihood
+
+        n = len(self.keeps)
+        X = torch.tensor(self.phase.from_full(np.stack(self.keeps)), dtype=torch.double)
+        Y = torch.tensor(np.stack([self.acc, self.con], 1), dtype=torch.double)
+        d = X.shape[1]
+        with one_thread(), warnings.catch_warnings():
+            # Observations from before a roll-back lie outside the narrowed bounds by design.
+            warnings.simplefilter("ignore", InputDataWarning)
+            torch.manual_seed(self.seed * 100_003 + n)
+            models = [SingleTaskGP(X, Y[:, i : i + 1], outcome_transform=Standardize(m=1)) for i in range(2)]
+            model = ModelListGP(*models)
+            try:
+                fit_gpytorch_mll(SumMarginalLogLikelihood(model.likelihood, model))
+            except Exception:  # noqa: BLE001 - a failed fit keeps the initial hyperparameters; still usable
+                pass
+            target = self.target
+            acq = qLogNoisyExpectedImprovement(
+                model=model, X_baseline=X.clamp(0, 1),
+                objective=GenericMCObjective(lambda Z, X=None: Z[..., 0]),
+                constraints=[lambda Z: Z[..., 1] - target],
+                sampler=SobolQMCNormalSampler(torch.Size([128]), seed=self.seed + n),
+                prune_baseline=True)
+            bounds = torch.stack([torch.zeros(d, dtype=torch.double), torch.ones(d, dtype=torch.double)])
+            cand, _ = optimize_acqf(acq, bounds=bounds, q=self.batch, num_restarts=8, raw_samples=256,
+                                    options={"seed": self.seed + n, "maxiter": 100})
+        xs = cand.detach().numpy()
+        # Quantised widths can map a proposal onto an evaluated strategy: nudge it with a Sobol point instead.
+        seen = {self.space.candidate(k.tolist()).key for k in self.keeps}
+        for i, x in enumerate(xs):
+            if self._candidate(x, "").key in seen:
+                xs[i] = self._sobol(1, 1000 + n + i)[0]
+        return xs
+
+
+@register("bo")
+def _bo(space, **kw):
+    return BOAgent(space, **kw)
+
+
+@register("bo-plain")
+def _bo_plain(space, **kw):
+    agent = BOAgent(space, **dict(kw, rollback=False, clusters=space.dim))
+    agent.name = "bo-plain"
+    return agent
+
+
+@register("bo-flops")
+def _bo_flops(space, **kw):
+    agent = BOAgent(space, **dict(kw, constraint="flops"))
+    agent.name = "bo-flops"
+    return agent
