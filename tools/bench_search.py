@@ -1,0 +1,121 @@
+"""Search agents side by side on the same trained zoo models, budget and latency target, several seeds.
+
+    python tools/bench_search.py --quick          # ResNet-20, all agents, 2 seeds, budget 16 (~15 min)
+    python tools/bench_search.py --models resnet20,resnet56,mobilenet_v2 --seeds 3 --budget 40
+
+Each run is a full ``edgeprune compile`` (library call) into a temporary folder. Models other than the
+bundled ResNet-20 are trained on first use with ``tools/train.py`` (command printed) into --models-dir.
+Columns: best feasible search accuracy (after adaptive BN, 1000 validation images; mean ± std over seeds),
+evaluations to reach 99% of that run's best, search wall time, and the final model after fine-tuning:
+accuracy on the 2000-image validation split and median latency ratio to the baseline (same run).
+``bo-flops`` is feasible by MACs (same fraction as the latency target); its latency column shows what
+that choice measures at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+AGENTS = ("bo", "bo-plain", "bo-flops", "uniform", "random")
+TRAIN_EPOCHS = {"resnet20": 15, "resnet56": 6, "mobilenet_v2": 6, "mobilenet_v1": 6, "vgg16_bn": 6}
+
+
+def model_path(name: str, models_dir: Path) -> Path:
+    if name == "resnet20":
+        return ROOT / "examples" / "resnet20.pt"
+    path = models_dir / f"{name}.pt"
+    if not path.exists():
+        cmd = [sys.executable, str(ROOT / "tools" / "train.py"), name, "--data", "shapes", "--epochs",
+               str(TRAIN_EPOCHS.get(name, 6)), "--lr", "0.05", "--seed", "0", "--out", str(path)]
+        print("training:", " ".join(cmd), flush=True)
+        models_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return path
+
+
+def one_run(model: Path, agent: str, seed: int, args) -> dict:
+    from edgeprune.config import CompileConfig
+    from edgeprune.errors import InfeasibleTargetError
+    from edgeprune.pipeline import compile_model
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = CompileConfig(model=str(model), latency_target=args.latency_target, out=out, agent=agent,
+                            budget=args.budget, seed=seed, finetune_epochs=args.finetune_epochs)
+        t0 = time.time()
+        try:
+            rep = compile_model(cfg).report
+        except InfeasibleTargetError:
+            return {"agent": agent, "seed": seed, "feasible": False, "wall": time.time() - t0}
+    cands = rep["candidates"]
+    is_flops = agent == "bo-flops"
+    base_macs = rep["baseline"]["macs"]
+    ratio = rep["target"]["latency_target_ratio"]
+    best_curve, best = [], -1.0
+    for c in cands:
+        ok = (c["macs"] / base_macs <= ratio) if is_flops else c["feasible"]
+        if ok:
+            best = max(best, c["accuracy"])
+        best_curve.append(best)
+    reach = next(i + 1 for i, b in enumerate(best_curve) if b >= 0.99 * best) if best > 0 else None
+    search_s = sum(sum(c["seconds"].values()) for c in cands)
+    f = rep["final"]
+    return {"agent": agent, "seed": seed, "feasible": True, "best": best, "reach": reach,
+            "search_s": search_s, "wall": rep["wall_time_s"], "final_acc": f["accuracy"],
+            "final_ratio": f["latency"]["baseline_median_ratio"], "base_acc": rep["baseline"]["accuracy"]}
+
+
+def fmt(vals, pct=False, digits=3):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "-"
+    k = 100 if pct else 1
+    m = statistics.mean(vals) * k
+    s = statistics.stdev(vals) * k if len(vals) > 1 else 0.0
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="resnet20,resnet56,mobilenet_v2")
+    ap.add_argument("--agents", default=",".join(AGENTS))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--budget", type=int, default=40)
+    ap.add_argument("--latency-target", default="0.5x")
+    ap.add_argument("--finetune-epochs", type=int, default=1)
+    ap.add_argument("--models-dir", default=str(Path.home() / ".cache" / "edgeprune" / "bench_models"))
+    ap.add_argument("--quick", action="store_true", help="resnet20 only, 2 seeds, budget 16")
+    args = ap.parse_args()
+    if args.quick:
+        args.models, args.seeds, args.budget = "resnet20", 2, 16
+    rows = []
+    for name in args.models.split(","):
+        path = model_path(name, Path(args.models_dir))
+        for agent in args.agents.split(","):
+            for seed in range(args.seeds):
+                r = one_run(path, agent, seed, args)
+                r["model"] = name
+                rows.append(r)
+                print(f"  {name} {agent} seed {seed}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                                for k, v in r.items() if k not in ("agent", "seed", "model")),
+                      flush=True)
+    print(f"\nbudget {args.budget}, target {args.latency_target}, {args.seeds} seeds, fine-tune {args.finetune_epochs} epoch(s)")
+    print("| model | agent | best feasible search acc % | evals to 99% of best | search s | final acc % | final latency ratio (median) | infeasible runs |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name in args.models.split(","):
+        for agent in args.agents.split(","):
+            rs = [r for r in rows if r["model"] == name and r["agent"] == agent]
+            ok = [r for r in rs if r["feasible"]]
+            print(f"| {name} | {agent} | {fmt([r['best'] for r in ok], True, 1)} | {fmt([r['reach'] for r in ok], digits=1)} "
+                  f"| {fmt([r['search_s'] for r in ok], digits=0)} | {fmt([r['final_acc'] for r in ok], True, 1)} "
+                  f"| {fmt([r['final_ratio'] for r in ok])} | {len(rs) - len(ok)} |")
+
+
+if __name__ == "__main__":
+    main()
