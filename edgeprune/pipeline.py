@@ -39,6 +39,7 @@ class SearchOutcome:
     evaluated_now: int = 0
     agent_info: dict = field(default_factory=dict)
     confirmations: list[dict] = field(default_factory=list)  # re-measurements of the top candidates
+    seconds: float = 0.0  # wall time of the search loop, agent overhead included
 
 
 @dataclass
@@ -92,6 +93,7 @@ def search(agent, evaluator: CandidateEvaluator, store: RunStore, run_id: str, b
     (bounded, so an agent stuck on one point cannot loop forever).
     """
     out = SearchOutcome()
+    t0 = time.perf_counter()
     seen: dict[str, EvalResult] = {}
     stored = store.evaluations(run_id)
     reporter.search_start(budget, len(stored))
@@ -122,6 +124,7 @@ def search(agent, evaluator: CandidateEvaluator, store: RunStore, run_id: str, b
             record(idx, cand, result, False)
     finally:
         reporter.search_end()
+        out.seconds = round(time.perf_counter() - t0, 2)
     return out
 
 

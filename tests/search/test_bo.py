@@ -96,3 +96,15 @@ def test_bo_resumes_from_told_observations_and_batches():
     q = make_agent("bo", SPACE, budget=12, seed=0, latency_ratio=TARGET, batch=3)
     first = [q.ask() for _ in range(3)]
     assert len({c.key for c in first}) == 3
+
+
+def test_resumed_run_past_both_switch_points_expands_to_every_group_at_once():
+    agent = make_agent("bo", SPACE, budget=20, seed=0, latency_ratio=TARGET)  # switches at 10 and 15
+    rng = np.random.default_rng(0)
+    for _ in range(16):
+        c = SPACE.candidate(rng.uniform(0.2, 1.0, SPACE.dim).tolist())
+        agent.tell(c, evaluate(c))
+    agent.ask()
+    info = agent_info(agent)
+    assert [s["dims"] for s in info["phase_switches"]] == [6, 12]
+    assert [s["reason"] for s in info["phase_switches"]] == ["schedule", "schedule"]

@@ -104,26 +104,32 @@ class BOAgent:
         else:
             self.since_best += 1
 
-    def _maybe_roll_back(self) -> None:
+    def _roll_back_reason(self) -> str | None:
         if self.phase_idx + 1 >= len(self.assignments):
-            return
+            return None
         n = len(self.keeps)
-        by_schedule = n >= self.switch_at[self.phase_idx]
+        if n >= self.switch_at[self.phase_idx]:
+            return "schedule"
         # Stagnation counts BO iterations only: the Sobol design is not expected to improve steadily.
         started = max(self.phase_start, self.n_init)
-        by_stagnation = n - started >= self.stagnation and self.since_best >= self.stagnation
-        if not (by_schedule or by_stagnation):
-            return
-        feas = np.asarray(self.con) <= self.target
-        # Best strategies: feasible ones by accuracy first, then the rest by how close they came to the target.
-        order = sorted(range(n), key=lambda i: (not feas[i], -self.acc[i] if feas[i] else self.con[i]))
-        top = np.stack([self.keeps[i] for i in order[: min(self.top_m, n)]])
-        self.phase_idx += 1
-        self.phase = narrowed_phase(self.assignments[self.phase_idx], top)
-        self.phase_start, self.since_best = n, 0
-        self.pending = []
-        self.history.append({"at_evaluation": n, "dims": self.phase.dim, "reason": "schedule" if by_schedule else "stagnation",
-                             "lower": self.phase.lower.round(3).tolist(), "upper": self.phase.upper.round(3).tolist()})
+        if n - started >= self.stagnation and self.since_best >= self.stagnation:
+            return "stagnation"
+        return None
+
+    def _maybe_roll_back(self) -> None:
+        """Expand to the next phase while one is due (a resumed run may be past several switch points)."""
+        while (reason := self._roll_back_reason()) is not None:
+            n = len(self.keeps)
+            feas = np.asarray(self.con) <= self.target
+            # Best strategies: feasible ones by accuracy, then the rest by how close they came to the target.
+            order = sorted(range(n), key=lambda i: (not feas[i], -self.acc[i] if feas[i] else self.con[i]))
+            top = np.stack([self.keeps[i] for i in order[: min(self.top_m, n)]])
+            self.phase_idx += 1
+            self.phase = narrowed_phase(self.assignments[self.phase_idx], top)
+            self.phase_start, self.since_best = n, 0
+            self.pending = []
+            self.history.append({"at_evaluation": n, "dims": self.phase.dim, "reason": reason,
+                                 "lower": self.phase.lower.round(3).tolist(), "upper": self.phase.upper.round(3).tolist()})
 
     # -- proposals ---------------------------------------------------------------------------------------
     def _candidate(self, x: np.ndarray, origin: str) -> Candidate:
