@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edgeprune.config import CompileConfig, LatencyTarget
@@ -23,7 +24,7 @@ from edgeprune.model.prune import analyse, channel_counts, group_importances
 from edgeprune.progress import Reporter
 from edgeprune.report import sha256_file, write_outputs
 from edgeprune.search.agents import agent_info, make_agent
-from edgeprune.search.cluster import importance_features
+from edgeprune.search.cluster import importance_features, structural_features
 from edgeprune.search.evaluate import CandidateEvaluator
 from edgeprune.search.space import SearchSpace
 from edgeprune.search.store import RunStore
@@ -215,7 +216,11 @@ def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, comma
 
     evaluator = CandidateEvaluator(model, shape, analysis, val_search, calib, meter, ratio, baseline_ref.p10_ms)
     base_macs, base_params = count_macs_params(model, shape)
-    features = importance_features(group_importances(model, shape, analysis))
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    features = np.concatenate([
+        importance_features(group_importances(model, shape, analysis)),
+        structural_features(np.array([order[g.name] for g in analysis.groups]), np.array([g.full for g in analysis.groups]))],
+        axis=1)
     space = SearchSpace(analysis.groups, tuple(map(tuple, features.tolist())), base_macs)
     agent = make_agent(cfg.agent, space, budget=cfg.budget, seed=cfg.seed, latency_ratio=ratio,
                        clusters=cfg.clusters, batch=cfg.batch)

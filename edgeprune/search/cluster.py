@@ -27,6 +27,20 @@ def importance_features(importances: list[np.ndarray]) -> np.ndarray:
     return np.asarray(rows)
 
 
+def structural_features(depth: np.ndarray, widths: np.ndarray, *, weight: float = 1.0) -> np.ndarray:
+    """Two columns per group: relative depth in [0, 1] and log2 width scaled to [0, 1], times ``weight``.
+
+    Importance histograms alone put layers of different stages and widths into one cluster (on ResNet-20:
+    a 64-channel residual group with a 16-channel conv), where one shared keep fraction maps to very
+    different channel grids; adding position and width keeps clusters to layers that prune alike.
+    """
+    depth = np.asarray(depth, dtype=float)
+    rel = (depth - depth.min()) / max(1e-9, np.ptp(depth))
+    lw = np.log2(np.asarray(widths, dtype=float))
+    lw = (lw - lw.min()) / max(1e-9, np.ptp(lw))
+    return weight * np.stack([rel, lw], 1)
+
+
 def ward_clusters(features: np.ndarray, k: int) -> np.ndarray:
     """Labels 0..k'-1 (k' ≤ k) of Ward hierarchical clustering of the rows of ``features``."""
     from scipy.cluster.hierarchy import fcluster, linkage
