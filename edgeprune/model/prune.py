@@ -112,6 +112,12 @@ def analyse(model: nn.Module, input_shape: tuple[int, ...], *, round_to: int = 8
                     tuple(f"{n} ({type(m).__name__})" for n, m in bad))
 
 
+def _ignored_modules(model: nn.Module, analysis: Analysis) -> list[nn.Module]:
+    """The modules of ``model`` (a copy of the analysed one) that the analysis kept whole."""
+    names = set(analysis.ignored) | {u.split(" ")[0] for u in analysis.unsupported}
+    return [m for n, m in model.named_modules() if n in names]
+
+
 def prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis,
           widths: tuple[int, ...]) -> tuple[nn.Module, list]:
     """Return a pruned deep copy of ``model`` with group ``i`` cut to ``widths[i]`` output channels, keeping
@@ -122,8 +128,7 @@ def prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis,
         raise ValueError(f"{len(widths)} widths for {len(analysis.groups)} groups")
     want = {g.name: w for g, w in zip(analysis.groups, widths)}
     pruned = copy.deepcopy(model).eval()
-    ignored_names = set(analysis.ignored) | {u.split(" ")[0] for u in analysis.unsupported}
-    ignored = [m for n, m in pruned.named_modules() if n in ignored_names]
+    ignored = _ignored_modules(pruned, analysis)
     dg = _dependency_graph(pruned, input_shape)
     importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
     for name, group in _groups(pruned, dg, ignored):
@@ -151,8 +156,7 @@ def group_importances(model: nn.Module, input_shape: tuple[int, ...], analysis: 
     import torch_pruning as tp
 
     work = copy.deepcopy(model).eval()
-    ignored_names = set(analysis.ignored) | {u.split(" ")[0] for u in analysis.unsupported}
-    ignored = [m for n, m in work.named_modules() if n in ignored_names]
+    ignored = _ignored_modules(work, analysis)
     importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
     scores = {}
     for name, group in _groups(work, _dependency_graph(work, input_shape), ignored):
