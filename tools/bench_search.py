@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENTS = ("bo", "bo-plain", "bo-flops", "uniform", "random")
-TRAIN_EPOCHS = {"resnet20": 15, "resnet56": 6, "mobilenet_v2": 6, "mobilenet_v1": 6, "vgg16_bn": 6}
+TRAIN_EPOCHS = {"resnet20": 15, "resnet56": 15, "mobilenet_v2": 15, "mobilenet_v1": 15, "vgg16_bn": 15}
 
 
 def model_path(name: str, models_dir: Path) -> Path:
@@ -33,7 +33,7 @@ def model_path(name: str, models_dir: Path) -> Path:
     path = models_dir / f"{name}.pt"
     if not path.exists():
         cmd = [sys.executable, str(ROOT / "tools" / "train.py"), name, "--data", "shapes", "--epochs",
-               str(TRAIN_EPOCHS.get(name, 6)), "--lr", "0.05", "--seed", "0", "--out", str(path)]
+               str(TRAIN_EPOCHS.get(name, 15)), "--lr", "0.05", "--seed", "0", "--out", str(path)]
         print("training:", " ".join(cmd), flush=True)
         models_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
