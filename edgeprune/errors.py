@@ -51,3 +51,9 @@ class InfeasibleTargetError(EdgePruneError):
 
 class RunStoreError(EdgePruneError):
     """The run store cannot be opened or the run to resume does not exist or does not match."""
+
+
+class Interrupted(EdgePruneError):
+    """The user interrupted a run (Ctrl-C); what was evaluated is in the run store."""
+
+    exit_code = 130

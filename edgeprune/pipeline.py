@@ -14,7 +14,7 @@ import torch
 
 from edgeprune.config import CompileConfig, LatencyTarget
 from edgeprune.data import load_data
-from edgeprune.errors import DataError, InfeasibleTargetError, InputShapeError, RunStoreError
+from edgeprune.errors import DataError, InfeasibleTargetError, InputShapeError, Interrupted, RunStoreError
 from edgeprune.export.onnx import export_verified
 from edgeprune.latency import LatencyMeter, get_backend
 from edgeprune.model.evaluate import accuracy, count_macs_params
@@ -224,7 +224,13 @@ def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, comma
     space = SearchSpace(analysis.groups, tuple(map(tuple, features.tolist())), base_macs)
     agent = make_agent(cfg.agent, space, budget=cfg.budget, seed=cfg.seed, latency_ratio=ratio,
                        clusters=cfg.clusters, batch=cfg.batch)
-    outcome = search(agent, evaluator, store, run_id, cfg.budget, rep)
+    try:
+        outcome = search(agent, evaluator, store, run_id, cfg.budget, rep)
+    except KeyboardInterrupt:
+        n = len(store.evaluations(run_id))
+        store.close()
+        raise Interrupted(f"interrupted; {n} evaluations are stored in {store.path}; continue with the same "
+                          f"command plus --resume {run_id}") from None
     outcome.agent_info = agent_info(agent)
 
     base_acc = accuracy(model, *data.val)

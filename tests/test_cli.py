@@ -161,3 +161,18 @@ def test_run_killed_half_way_resumes_without_reevaluating(resnet20_ckpt, tmp_pat
 def test_targets_lists_host():
     r = run_cli("targets")
     assert r.returncode == 0 and r.stdout.startswith("host") and "onnxruntime" in r.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_names_the_run_to_resume(resnet20_ckpt, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "edgeprune.cli", "compile", str(resnet20_ckpt), "--agent", "random",
+                             "--budget", "30", "--out", str(tmp_path), *FAST], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db, run_id, deadline = tmp_path / "runs.sqlite", None, time.time() + 300
+    while time.time() < deadline and not (run_id and (_stored(db, run_id) or 0) >= 1):
+        run_id = run_id or (db.exists() and _stored(db))
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and f"--resume {run_id}" in err and "evaluations are stored" in err
