@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from edgeprune.config import CompileConfig, LatencyTarget
@@ -20,11 +19,11 @@ from edgeprune.latency import LatencyMeter, get_backend
 from edgeprune.model.evaluate import accuracy, count_macs_params
 from edgeprune.model.finetune import TrainConfig, train
 from edgeprune.model.load import LoadedModel, check_input_shape, load_model
-from edgeprune.model.prune import analyse, channel_counts, group_importances
+from edgeprune.model.prune import analyse, channel_counts
 from edgeprune.progress import Reporter
 from edgeprune.report import sha256_file, write_outputs
 from edgeprune.search.agents import agent_info, make_agent
-from edgeprune.search.cluster import importance_features, structural_features
+from edgeprune.search.cluster import group_features
 from edgeprune.search.evaluate import CandidateEvaluator
 from edgeprune.search.space import SearchSpace
 from edgeprune.search.store import RunStore
@@ -54,12 +53,10 @@ def _feasible(r: EvalResult) -> bool:
     return r.feasible
 
 
-def _best(evals, *, feasible: bool, is_feasible=_feasible):
-    """The most accurate feasible evaluation (ties: the faster), or with ``feasible=False`` the fastest one.
-    ``is_feasible`` is the agent's own notion when it has one (``bo-flops`` constrains MACs)."""
-    if not feasible:
-        return min(evals, key=lambda e: e[2].latency_ms, default=None)
-    return max((e for e in evals if is_feasible(e[2])), key=lambda e: (e[2].accuracy, -e[2].latency_ms), default=None)
+def _most_accurate(evals, is_feasible=_feasible):
+    """Feasible evaluations, most accurate first (ties: the faster). ``is_feasible`` is the agent's own
+    notion when it has one (``bo-flops`` constrains MACs)."""
+    return sorted((e for e in evals if is_feasible(e[2])), key=lambda e: (-e[2].accuracy, e[2].latency_ms))
 
 
 def _check_fit(loaded: LoadedModel, data) -> None:
@@ -85,7 +82,7 @@ def _open_run(store: RunStore, cfg: CompileConfig, model_sha: str) -> str:
 
 
 def search(agent, evaluator: CandidateEvaluator, store: RunStore, run_id: str, budget: int,
-           reporter: Reporter) -> SearchOutcome:
+           reporter: Reporter, is_feasible=_feasible) -> SearchOutcome:
     """Ask/evaluate/tell until ``budget`` distinct candidates are evaluated or the agent stops.
 
     A resumed run first tells the agent every stored evaluation, in order, without re-measuring it; agents
@@ -103,8 +100,8 @@ def search(agent, evaluator: CandidateEvaluator, store: RunStore, run_id: str, b
         seen.setdefault(cand.key, result)
         agent.tell(cand, result)
         out.evaluations.append((idx, cand, result, reused))
-        best = _best(out.evaluations, feasible=True, is_feasible=getattr(agent, "feasible", _feasible))
-        reporter.search_step(idx, cand, result, reused, best[2] if best else None)
+        ranked = _most_accurate(out.evaluations, is_feasible)
+        reporter.search_step(idx, cand, result, reused, ranked[0][2] if ranked else None)
 
     try:
         for idx, cand, result in stored[:budget]:
@@ -141,7 +138,7 @@ def confirm_best(evaluations, evaluator: CandidateEvaluator, *, ratio: float, ro
     whose one measurement happened to be low (the winner's curse), and the final re-measurement then lands
     above the target. When no candidate confirms, the one that came closest is returned.
     """
-    pool = sorted((e for e in evaluations if is_feasible(e[2])), key=lambda e: (-e[2].accuracy, e[2].latency_ms))
+    pool = _most_accurate(evaluations, is_feasible)
     confirmations = []
     for e in pool[:CONFIRM_TOP]:
         m = evaluator.remeasure(e[1], rounds=rounds)
@@ -216,16 +213,13 @@ def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, comma
 
     evaluator = CandidateEvaluator(model, shape, analysis, val_search, calib, meter, ratio, baseline_ref.p10_ms)
     base_macs, base_params = count_macs_params(model, shape)
-    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    features = np.concatenate([
-        importance_features(group_importances(model, shape, analysis)),
-        structural_features(np.array([order[g.name] for g in analysis.groups]), np.array([g.full for g in analysis.groups]))],
-        axis=1)
+    features = group_features(model, shape, analysis)
     space = SearchSpace(analysis.groups, tuple(map(tuple, features.tolist())), base_macs)
     agent = make_agent(cfg.agent, space, budget=cfg.budget, seed=cfg.seed, latency_ratio=ratio,
                        clusters=cfg.clusters, batch=cfg.batch)
+    is_feasible = getattr(agent, "feasible", _feasible)
     try:
-        outcome = search(agent, evaluator, store, run_id, cfg.budget, rep)
+        outcome = search(agent, evaluator, store, run_id, cfg.budget, rep, is_feasible)
     except KeyboardInterrupt:
         n = len(store.evaluations(run_id))
         store.close()
@@ -239,13 +233,12 @@ def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, comma
                   baseline={"accuracy": base_acc, "macs": base_macs, "params": base_params,
                             "channels": channel_counts(model), "onnx_verification": base_verdict.to_dict()},
                   t_start=t_start)
-    is_feasible = getattr(agent, "feasible", _feasible)
     best, confirmations = confirm_best(outcome.evaluations, evaluator, ratio=ratio,
                                        rounds=profile.measurement.final_rounds, is_feasible=is_feasible,
                                        constrain_latency=getattr(agent, "constraint", "latency") == "latency")
     outcome.confirmations = confirmations
     if best is None:
-        fastest = _best(outcome.evaluations, feasible=False)
+        fastest = min(outcome.evaluations, key=lambda e: e[2].latency_ms)
         report = write_outputs(status="infeasible", final=None, **common)
         store.set_status(run_id, "infeasible")
         f = fastest[2]

@@ -41,6 +41,18 @@ def structural_features(depth: np.ndarray, widths: np.ndarray, *, weight: float 
     return weight * np.stack([rel, lw], 1)
 
 
+def group_features(model, input_shape: tuple[int, ...], analysis) -> np.ndarray:
+    """Clustering features of every analysed group (n_groups × (N_BINS + 2)): its importance histogram
+    (``importance_features``) next to its relative depth and width (``structural_features``)."""
+    from edgeprune.model.prune import group_importances
+
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    depth = np.array([order[g.name] for g in analysis.groups])
+    widths = np.array([g.full for g in analysis.groups])
+    return np.concatenate([importance_features(group_importances(model, input_shape, analysis)),
+                           structural_features(depth, widths)], axis=1)
+
+
 def ward_clusters(features: np.ndarray, k: int) -> np.ndarray:
     """Labels 0..k'-1 (k' ≤ k) of Ward hierarchical clustering of the rows of ``features``."""
     from scipy.cluster.hierarchy import fcluster, linkage

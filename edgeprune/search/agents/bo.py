@@ -46,8 +46,8 @@ class BOAgent:
                  clusters: int | None = None, rollback: bool = True, constraint: str = "latency",
                  batch: int = 1, n_init: int | None = None, stagnation: int | None = None,
                  schedule: tuple[float, float] = (0.5, 0.75), top_m: int = 10, **_ignored):
-        self.space, self.budget, self.seed, self.target = space, budget, seed, latency_ratio
-        self.constraint, self.batch, self.rollback = constraint, max(1, batch), rollback
+        self.space, self.seed, self.target = space, seed, latency_ratio
+        self.constraint, self.batch = constraint, max(1, batch)
         n = space.dim
         feats = np.asarray(space.features) if space.features is not None else None
         k = n if clusters is None and not rollback else (clusters or default_clusters(n))

@@ -22,14 +22,11 @@ class UniformAgent:
         self._tried: set[str] = set()
 
     def ask(self) -> Candidate | None:
-        while self._next is not None:
-            k = self._next
-            cand = self.space.candidate([k] * self.space.dim, origin=f"uniform k={k:.4f}")
-            if cand.key not in self._tried:
-                return cand
-            # Same widths as a tried k: narrow towards it without another evaluation.
-            self._next = None
-        return None
+        if self._next is None:
+            return None
+        cand = self.space.candidate([self._next] * self.space.dim, origin=f"uniform k={self._next:.4f}")
+        # tell() never sets a next k whose widths were tried, so a repeat means the grid is resolved.
+        return None if cand.key in self._tried else cand
 
     def tell(self, candidate: Candidate, result: EvalResult) -> None:
         self._tried.add(candidate.key)
