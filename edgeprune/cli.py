@@ -46,9 +46,14 @@ def cli() -> None:
 @click.option("--finetune-epochs", default=4, show_default=True, type=int)
 @click.option("--distill", is_flag=True, help="Fine-tune with knowledge distillation from the original model.")
 @click.option("--resume", default=None, metavar="RUN", help="Continue run RUN from OUT/runs.sqlite.")
+@click.option("--measure-on", default=None, metavar="PROFILE",
+              help="Measure on this local profile (e.g. host) as a stand-in for a target that cannot be reached; "
+                   "every latency is labelled as the stand-in's.")
+@click.option("--tune-trials", default=0, show_default=True, type=int,
+              help="MetaSchedule trials to tune the final TVM library (on a target that is this machine).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report summary as JSON on stdout, nothing else.")
 def compile_cmd(model, target, latency_target, out, data, agent, budget, clusters, batch, seed, arch, input_shape,
-                trust_model_code, finetune_epochs, distill, resume, as_json) -> None:
+                trust_model_code, finetune_epochs, distill, resume, measure_on, tune_trials, as_json) -> None:
     """Prune MODEL to meet a latency target measured on TARGET; write verified artifacts."""
     from edgeprune.config import CompileConfig
     from edgeprune.pipeline import compile_model
@@ -57,7 +62,7 @@ def compile_cmd(model, target, latency_target, out, data, agent, budget, cluster
     cfg = CompileConfig(model=model, target=target, latency_target=latency_target, out=out, data=data, agent=agent,
                         budget=budget, clusters=clusters, batch=batch, seed=seed, arch=arch, input_shape=_shape(input_shape),
                         trust_model_code=trust_model_code, finetune_epochs=finetune_epochs, distill=distill,
-                        resume=resume)
+                        resume=resume, measure_on=measure_on, tune_trials=tune_trials)
     command = "edgeprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = compile_model(cfg, reporter=RichReporter(), command=command)
     summary = summarise(result.report)
@@ -68,6 +73,10 @@ def compile_cmd(model, target, latency_target, out, data, agent, budget, cluster
         click.echo(f"{result.out_dir}: latency {f['latency_median_ms']:.3f} ms vs {f['baseline_median_ms']:.3f} ms "
                    f"({f['latency_ratio_median']:.3f}x, medians in the same run), accuracy {f['accuracy']:.4f} "
                    f"vs {summary['baseline']['accuracy']:.4f}, run {result.run_id}")
+        d = summary["deploy"]
+        if d:
+            lib = "model.tvm.so written" if d["tvm_library"] else f"no TVM library ({d['tvm_reason']})"
+            click.echo(f"deployed runtime: {d['deployed_runtime']}; {lib}; measured on {d['measured_on']}")
 
 
 def summarise(report: dict) -> dict:
@@ -84,7 +93,17 @@ def summarise(report: dict) -> dict:
                       "latency_ratio_p10": f["latency"]["ratio_to_baseline"],
                       "meets_latency_target": f["meets_latency_target"],
                       "onnx_verified": f["onnx_verification"]["ok"]},
-            "evaluations": report["search"]["evaluations"]}
+            "evaluations": report["search"]["evaluations"],
+            "deploy": _deploy_summary(report.get("deploy"))}
+
+
+def _deploy_summary(d: dict | None) -> dict | None:
+    if not d:
+        return None
+    return {"deployed_runtime": d["deployed_runtime"], "measured_on": d["measured_on"], "stand_in": d["stand_in"],
+            "tvm_library": d["tvm"]["built"], "tvm_reason": d["tvm"].get("reason"),
+            "tvm_verification": d["tvm"].get("verification", {}).get("method"),
+            "median_ms_per_runtime": {rt: r["latency"]["median_ms"] for rt, r in d["runtimes"].items()}}
 
 
 @cli.command("targets")
@@ -94,7 +113,9 @@ def targets_cmd() -> None:
 
     for name in list_targets():
         t = load_target(name)
-        click.echo(f"{name:20s} {t.arch:8s} {t.backend:12s} threads={t.measurement.threads} round_to={t.round_to}  {t.description}")
+        reach = "local" if t.is_local else (f"rpc:{t.connection.key}" if t.connection.kind == "rpc" else "unreachable")
+        click.echo(f"{name:18s} {t.arch:8s} {t.device:4s} {t.backend:12s} {reach:22s} threads={t.measurement.threads} "
+                   f"round_to={t.round_to}  {t.description}" + ("  [limited: see profile]" if t.unsupported else ""))
 
 
 def main() -> None:

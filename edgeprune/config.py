@@ -55,6 +55,8 @@ class CompileConfig:
     calib_samples: int = 500  # images for BN recalibration and artifact verification
     torch_threads: int = 2  # for training and accuracy; latency uses the target's threads
     resume: str | None = None
+    measure_on: str | None = None  # a local profile that measures as a stand-in for an unreachable target
+    tune_trials: int = 0  # MetaSchedule trials for the final TVM library (0: untuned)
 
     def __post_init__(self):
         LatencyTarget.parse(self.latency_target)
@@ -66,6 +68,8 @@ class CompileConfig:
             raise EdgePruneError("--budget must be at least 1")
         if self.finetune_epochs < 0:
             raise EdgePruneError("--finetune-epochs must be >= 0")
+        if self.tune_trials < 0:
+            raise EdgePruneError("--tune-trials must be >= 0")
         if self.search_val_samples < 10 or self.calib_samples < 10:
             raise EdgePruneError("search_val_samples and calib_samples must be at least 10")
 
@@ -76,4 +80,4 @@ class CompileConfig:
 
     # Settings that define the search; a resumed run must match them (budget may grow).
     SEARCH_KEYS = ("target", "latency_target", "data", "agent", "seed", "arch", "search_val_samples", "calib_samples",
-                   "clusters", "batch")
+                   "clusters", "batch", "measure_on")

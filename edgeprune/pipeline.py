@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +14,11 @@ import torch
 
 from edgeprune.config import CompileConfig, LatencyTarget
 from edgeprune.data import load_data
-from edgeprune.errors import DataError, InfeasibleTargetError, InputShapeError, Interrupted, RunStoreError
+from edgeprune.deploy.stage import (build_artifact, check_tvm_importable, compare_final, deploy_runtimes,
+                                    measuring_profile, open_meters, tvm_skip_reason)
+from edgeprune.errors import DataError, InfeasibleTargetError, InputShapeError, Interrupted, RunStoreError, TargetError
 from edgeprune.export.onnx import export_verified
-from edgeprune.latency import LatencyMeter, get_backend
+from edgeprune.latency import LatencyMeter
 from edgeprune.model.evaluate import accuracy, count_macs_params
 from edgeprune.model.finetune import TrainConfig, train
 from edgeprune.model.load import LoadedModel, check_input_shape, load_model
@@ -31,6 +34,7 @@ from edgeprune.targets import load_target
 from edgeprune.types import Candidate, EvalResult, Measurement
 
 FINAL_VERIFY_SAMPLES = 200  # calibration images compared between ONNX Runtime and PyTorch
+TVM_VERIFY_SAMPLES = 50  # calibration images compared between the TVM library and ONNX Runtime
 
 
 @dataclass
@@ -173,6 +177,30 @@ def finish(cfg: CompileConfig, pruned, teacher, data, shape, calib, meter: Laten
             "finetune": {"epochs": tcfg.epochs, "lr": tcfg.lr, "distill": tcfg.distill}}
 
 
+def deploy_stage(cfg: CompileConfig, profile, plan, meters: dict, search_rt: str, onnx_bytes: bytes, final: dict,
+                 shape, calib, work: Path, rep: Reporter) -> dict:
+    """Compile the final model with TVM for the target (checked, verified where it runs here, tuned on
+    request) and time it in every deployable runtime. The library stays in ``work`` until the report is written."""
+    import onnx
+
+    art = None
+    if "tvm" in meters:
+        rep.info(f"compiling the final model with TVM for {profile.name}")
+        art = build_artifact(onnx.load_from_string(onnx_bytes), shape, onnx_bytes, profile,
+                             calib[:TVM_VERIFY_SAMPLES].numpy(), work, tune_trials=cfg.tune_trials, seed=cfg.seed, rep=rep)
+    skip = None if art else (tvm_skip_reason(profile) or ("the profile's runtime is onnxruntime" if profile.backend ==
+                                                         "onnxruntime" else "TVM cannot import the model"))
+    search_pair = (Measurement.from_dict(final["latency"]), Measurement.from_dict(final["baseline_latency_same_run"]))
+    rounds = plan.profile.measurement.rounds
+    cmp = compare_final(meters, onnx_bytes, art, plan, search_rt, search_pair, calib[:1].numpy(), rounds, profile.backend)
+    rep.info("final model per runtime (median, same-run baseline): " + ", ".join(
+        f"{rt} {r['latency']['median_ms']:.3f} ms vs {r['baseline_same_run']['median_ms']:.3f} ms"
+        for rt, r in cmp["runtimes"].items()) + f"; deploying {cmp['deployed_runtime']}")
+    cmp["tvm"] = dict(art.to_dict(), built=True) if art else {"built": False, "reason": skip}
+    cmp["tvm_library_path"] = str(art.path) if art else None
+    return cmp
+
+
 def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, command: str = "") -> CompileResult:
     """Run the whole job; raises an ``EdgePruneError`` subclass on bad input or an infeasible target."""
     rep = reporter or Reporter()
@@ -180,6 +208,12 @@ def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, comma
     torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     profile = load_target(cfg.target)
+    plan = measuring_profile(profile, cfg.measure_on)
+    if cfg.tune_trials and plan.stand_in:
+        raise TargetError(f"--tune-trials tunes on the device itself; target {profile.name} is not this machine, and "
+                          f"tuning on the stand-in would tune for the wrong CPU")
+    if profile.unsupported:
+        rep.warn(f"{profile.name}: {profile.unsupported}")
     target = LatencyTarget.parse(cfg.latency_target)
     loaded = load_model(cfg.model, arch=cfg.arch, input_shape=cfg.input_shape, trust_code=cfg.trust_model_code)
     data = load_data(cfg.data)
@@ -202,8 +236,17 @@ def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, comma
     calib = data.calib[0][: cfg.calib_samples]
     val_search = (data.val[0][: cfg.search_val_samples], data.val[1][: cfg.search_val_samples])
     base_bytes, _, base_verdict = export_verified(model, shape, calib[:16], full_check=True)
-    where = profile.where()
-    meter = LatencyMeter(get_backend(profile.backend), base_bytes, calib[:1].numpy(), profile.measurement, where)
+    import onnx
+
+    # Before the search: a model TVM cannot import is said now, not after minutes of search.
+    tvm_problem = check_tvm_importable(onnx.load_from_string(base_bytes), profile)
+    if tvm_problem:
+        rep.warn(f"{tvm_problem}; no TVM library, ONNX Runtime only")
+    where = plan.where
+    meters, search_rt, runtime_choice = open_meters(plan, deploy_runtimes(profile, tvm_problem), base_bytes,
+                                                    calib[:1].numpy(), store.get_meta(run_id, "search_runtime"), rep)
+    store.put_meta(run_id, "search_runtime", search_rt)
+    meter = meters[search_rt]
     stored_ref = store.get_meta(run_id, "baseline_reference")
     baseline_ref = Measurement.from_dict(stored_ref) if stored_ref else meter.baseline()
     store.put_meta(run_id, "baseline_reference", baseline_ref.to_dict())
@@ -228,13 +271,13 @@ def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, comma
     outcome.agent_info = agent_info(agent)
 
     base_acc = accuracy(model, *data.val)
-    common = dict(cfg=cfg, profile=profile, loaded=loaded, data=data, analysis=analysis, outcome=outcome,
+    common = dict(cfg=cfg, profile=profile, plan=plan, loaded=loaded, data=data, analysis=analysis, outcome=outcome,
                   run_id=run_id, baseline_ref=baseline_ref, target=target, ratio=ratio, command=command,
                   baseline={"accuracy": base_acc, "macs": base_macs, "params": base_params,
                             "channels": channel_counts(model), "onnx_verification": base_verdict.to_dict()},
                   t_start=t_start)
     best, confirmations = confirm_best(outcome.evaluations, evaluator, ratio=ratio,
-                                       rounds=profile.measurement.final_rounds, is_feasible=is_feasible,
+                                       rounds=plan.profile.measurement.final_rounds, is_feasible=is_feasible,
                                        constrain_latency=getattr(agent, "constraint", "latency") == "latency")
     outcome.confirmations = confirmations
     if best is None:
@@ -252,14 +295,18 @@ def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, comma
     rep.info(f"best feasible: candidate {idx}, accuracy {res.accuracy:.3f} (search subset), "
              f"{res.latency_ms:.3f} ms ({res.measurement.ratio_to_baseline:.3f}x); fine-tuning")
     pruned, history = evaluator.build(cand)
-    final = finish(cfg, pruned, model, data, shape, calib, meter, rep, rounds=profile.measurement.final_rounds)
+    final = finish(cfg, pruned, model, data, shape, calib, meter, rep, rounds=plan.profile.measurement.final_rounds)
     final.update(candidate_index=idx, widths=list(cand.widths), meets_latency_target=final["latency"]["ratio_to_baseline"] <= ratio)
     if not final["meets_latency_target"]:
         # The search keeps what measured under the target; a re-measurement near the boundary can land above it.
         rep.warn(f"final model re-measured at {final['latency']['ratio_to_baseline']:.3f}x the baseline (p10), above "
                  f"the target {ratio:.3f}x; it was chosen at {res.measurement.ratio_to_baseline:.3f}x")
     onnx_bytes = final.pop("onnx_bytes")
-    report = write_outputs(status="ok", final=final, pruned=pruned, history=history, onnx_bytes=onnx_bytes, **common)
+    with tempfile.TemporaryDirectory(prefix="edgeprune-deploy-") as work:
+        deploy = deploy_stage(cfg, profile, plan, meters, search_rt, onnx_bytes, final, shape, calib, Path(work), rep)
+        deploy["search_runtime"], deploy["baseline_per_runtime"] = search_rt, runtime_choice
+        report = write_outputs(status="ok", final=final, pruned=pruned, history=history, onnx_bytes=onnx_bytes,
+                               deploy=deploy, **common)
     store.set_status(run_id, "done")
     store.close()
     return CompileResult(run_id, Path(report["out_dir"]), report)

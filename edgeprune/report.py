@@ -8,12 +8,14 @@ import importlib.metadata as md
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-PACKAGES = ("edgeprune", "torch", "numpy", "onnx", "onnxruntime", "onnxslim", "onnxsim", "torch-pruning")
+PACKAGES = ("edgeprune", "torch", "numpy", "onnx", "onnxruntime", "onnxslim", "onnxsim", "torch-pruning", "apache-tvm",
+            "apache-tvm-ffi", "botorch")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -58,8 +60,9 @@ def _candidate_rows(outcome) -> list[dict]:
             for idx, c, r, reused in outcome.evaluations]
 
 
-def write_outputs(*, status: str, cfg, profile, loaded, data, analysis, outcome, run_id, baseline_ref, target,
-                  ratio, baseline, final, command, t_start, pruned=None, history=None, onnx_bytes=None) -> dict:
+def write_outputs(*, status: str, cfg, profile, plan, loaded, data, analysis, outcome, run_id, baseline_ref, target,
+                  ratio, baseline, final, command, t_start, pruned=None, history=None, onnx_bytes=None,
+                  deploy=None) -> dict:
     """Write ``report.json`` (always) and, when ``status == "ok"``, ``model.onnx``, ``model.pt`` and
     ``manifest.json`` under ``<out>/<model name>/``. Returns the report (with ``out_dir``)."""
     import torch
@@ -73,7 +76,8 @@ def write_outputs(*, status: str, cfg, profile, loaded, data, analysis, outcome,
         "run_id": run_id,
         "model": {"path": str(cfg.model), "name": loaded.name, "arch": loaded.arch, "input_shape": list(loaded.input_shape)},
         "data": data.summary(),
-        "target": {"name": profile.name, "where_measured": profile.where(), "latency_target": str(target),
+        "target": {"name": profile.name, "where_measured": plan.where, "measured_on_stand_in": plan.stand_in,
+                   "limitations": profile.unsupported or None, "latency_target": str(target),
                    "latency_target_ratio": ratio, "latency_target_ms": ratio * baseline_ref.p10_ms},
         "search": {"agent": cfg.agent, "agent_info": outcome.agent_info, "budget": cfg.budget, "seed": cfg.seed,
                    "evaluations": len(outcome.evaluations), "evaluated_this_session": outcome.evaluated_now,
@@ -81,6 +85,7 @@ def write_outputs(*, status: str, cfg, profile, loaded, data, analysis, outcome,
                    "groups": analysis.to_dict()},
         "baseline": dict(baseline, latency=baseline_ref.to_dict()),
         "final": final,
+        "deploy": {k: v for k, v in (deploy or {}).items() if k != "tvm_library_path"} or None,
         "candidates": _candidate_rows(outcome),
         "wall_time_s": round(time.time() - t_start, 2),
         "out_dir": str(out_dir),
@@ -95,14 +100,29 @@ def write_outputs(*, status: str, cfg, profile, loaded, data, analysis, outcome,
                               "normalisation": data.summary()["normalisation"],
                               "rebuildable": loaded.arch is not None})
         os.replace(tmp_pt, pt_path)
+        if deploy and deploy.get("tvm_library_path"):
+            # Copied under a temporary name, then renamed: a half-written library never looks finished.
+            tmp_so = out_dir / ".model.tvm.so.tmp"
+            shutil.copyfile(deploy["tvm_library_path"], tmp_so)
+            os.replace(tmp_so, out_dir / "model.tvm.so")
+        else:
+            (out_dir / "model.tvm.so").unlink(missing_ok=True)  # never leave a stale library from an earlier run
     _atomic_write(out_dir / "report.json", _json(report))
     if status == "ok":
         arts = {name: {"sha256": sha256_file(out_dir / name), "bytes": (out_dir / name).stat().st_size}
                 for name in ("model.onnx", "model.pt", "report.json")}
         arts["model.onnx"]["verification"] = final["onnx_verification"]
+        if deploy and deploy.get("tvm_library_path"):
+            tv = deploy["tvm"]
+            arts["model.tvm.so"] = {"sha256": sha256_file(out_dir / "model.tvm.so"),
+                                    "bytes": (out_dir / "model.tvm.so").stat().st_size, "triple": tv["triple"],
+                                    "tvm_target": tv["target"], "library": tv["library"],
+                                    "verification": tv["verification"], "tuning": tv["tuning"], "load": tv["load"]}
         manifest = {"edgeprune_manifest": 1, "run_id": run_id, "command": command or " ".join(sys.argv),
                     "input_model_sha256": sha256_file(cfg.model), "artifacts": arts,
                     "packages": package_versions(), "platform": platform.platform(), "target_profile": profile.to_dict(),
+                    "measured_on": plan.where, "measured_on_stand_in": plan.stand_in,
+                    "deployed_runtime": (deploy or {}).get("deployed_runtime", "onnxruntime"),
                     "torch_threads": torch.get_num_threads()}
         _atomic_write(out_dir / "manifest.json", _json(manifest))
     return report

@@ -28,10 +28,12 @@ def register(name: str):
     return deco
 
 
-def get_backend(name: str) -> LatencyBackend:
+def get_backend(name: str, profile=None) -> LatencyBackend:
+    """The backend ``name``, set up for ``profile`` (a ``TargetProfile``: execution providers, TVM target)."""
     from edgeprune.errors import TargetError
     from edgeprune.latency import onnxruntime as _ort  # noqa: F401 - registers itself
+    from edgeprune.latency import tvmrt as _tvm  # noqa: F401 - registers itself
 
     if name not in BACKENDS:
         raise TargetError(f"unknown latency backend {name!r}; available: {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[name]()
+    return BACKENDS[name](profile)

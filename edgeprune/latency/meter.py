@@ -93,8 +93,12 @@ class LatencyMeter:
     def measure(self, model_bytes: bytes, *, rounds: int | None = None) -> tuple[Measurement, Measurement]:
         """Time ``model_bytes`` interleaved with the baseline. Returns (candidate, baseline) Measurements;
         the candidate's ``ratio_to_baseline`` is p10 / baseline p10 from the same rounds."""
+        run = self.backend.open(model_bytes, self.example, threads=self.settings.threads)
+        return self.measure_runner(run, rounds=rounds)
+
+    def measure_runner(self, run: Callable[[], None], *, rounds: int | None = None) -> tuple[Measurement, Measurement]:
+        """As ``measure`` for a model already opened (e.g. a compiled library): ``run`` does one inference."""
         s = self.settings
         rounds = rounds or s.rounds
-        run = self.backend.open(model_bytes, self.example, threads=s.threads)
         t_c, t_b = _interleave([run, self._baseline], rounds, s.runs_per_round, s.warmup)
         return self._summ(t_c, rounds, t_b), self._summ(t_b, rounds, t_b)

@@ -34,5 +34,11 @@ class OnnxRuntimeBackend:
 
 
 @register("onnxruntime")
-def _factory() -> OnnxRuntimeBackend:
-    return OnnxRuntimeBackend()
+def _factory(profile=None) -> OnnxRuntimeBackend:
+    if profile is None or not profile.is_local:
+        return OnnxRuntimeBackend()
+    import onnxruntime
+
+    # On this machine use the profile's providers that this ONNX Runtime build has, in the profile's order.
+    have = set(onnxruntime.get_available_providers())
+    return OnnxRuntimeBackend(tuple(p for p in profile.providers if p in have) or ("CPUExecutionProvider",))

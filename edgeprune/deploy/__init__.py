@@ -1,0 +1,1 @@
+"""Deployable artifacts beyond ONNX: TVM compilation, cross-compilation, checks and tuning."""

@@ -1,0 +1,202 @@
+"""ONNX → TVM Relax → compiled shared library for a target profile, and checks of the result.
+
+TVM 0.27 is Relax-only and takes targets as dicts (STACK.md). CPU code is compiled with the default
+pipeline (untuned; see ``deploy.tune`` for MetaSchedule); GPU targets get dlight's default GPU schedules,
+without which nothing is bound to GPU threads. Cross targets are linked with the profile's C++ compiler.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune.errors import TargetError, UnsupportedLayerError
+from edgeprune.targets.profile import ELF_MACHINES, TvmSettings
+
+GPU_KINDS = ("cuda", "vulkan", "opencl", "metal", "rocm")
+# Tolerance of the TVM artifact against ONNX Runtime on the same inputs (float32 logits; TVM fuses and
+# reorders differently from ORT, ~1e-6 seen on ResNet-20).
+ATOL, RTOL = 1e-4, 1e-3
+
+
+def _tvm():
+    try:
+        import tvm
+        import tvm.relax.frontend.onnx  # noqa: F401 - registers the ONNX frontend
+    except ImportError as e:  # pragma: no cover - apache-tvm is a dependency
+        raise TargetError(f"TVM is not installed ({e}); reinstall edgeprune with its dependencies") from None
+    return tvm
+
+
+def version() -> str:
+    return _tvm().__version__
+
+
+def host_cpu() -> str:
+    """The CPU LLVM detects on this machine (e.g. 'znver4')."""
+    import tvm_ffi
+
+    _tvm()
+    return str(tvm_ffi.get_global_func("target.llvm_get_system_cpu")())
+
+
+def _resolve(d: dict) -> dict:
+    d = dict(d)
+    if d.get("mcpu") == "native":
+        d["mcpu"] = host_cpu()
+    return d
+
+
+def make_target(settings: TvmSettings):
+    """The ``tvm.target.Target`` for a profile's [tvm] section (``mcpu = "native"`` resolved here)."""
+    tvm = _tvm()
+    try:
+        if settings.host:
+            return tvm.target.Target(_resolve(settings.target), host=_resolve(settings.host))
+        return tvm.target.Target(_resolve(settings.target))
+    except Exception as e:  # noqa: BLE001 - TVM raises its own error types for bad target dicts
+        raise TargetError(f"invalid TVM target {settings.target}: {str(e).splitlines()[0]}") from None
+
+
+def unsupported_ops(model_proto) -> list[str]:
+    """ONNX op types in the graph that TVM's Relax ONNX frontend has no converter for."""
+    _tvm()
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    known = onnx_frontend._get_convert_map()
+    return sorted({n.op_type for n in model_proto.graph.node if n.op_type not in known})
+
+
+def import_onnx(model_proto, input_shape: tuple[int, ...]):
+    """Relax IRModule of an ONNX model with input ``input`` of shape 1×C×H×W; clear error naming ops TVM lacks."""
+    tvm = _tvm()
+    missing = unsupported_ops(model_proto)
+    if missing:
+        raise UnsupportedLayerError(f"TVM {tvm.__version__} cannot import ONNX op(s): {', '.join(missing)}")
+    name = model_proto.graph.input[0].name
+    try:
+        return tvm.relax.frontend.onnx.from_onnx(model_proto, shape_dict={name: [1, *input_shape]})
+    except Exception as e:  # noqa: BLE001 - converters raise many kinds on unsupported attributes
+        raise UnsupportedLayerError(f"TVM could not import the ONNX model: {type(e).__name__}: "
+                                    f"{str(e).splitlines()[0][:300]}") from None
+
+
+def _schedule_gpu(mod, target):
+    import tvm.s_tir.dlight as dl
+
+    tvm = _tvm()
+    with target:
+        mod = tvm.relax.transform.LegalizeOps()(mod)
+        return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                       dl.gpu.GeneralReduction(), dl.gpu.Fallback())(mod)
+
+
+def build(model_proto, input_shape: tuple[int, ...], settings: TvmSettings):
+    """Compile an ONNX model for the profile's TVM target. Returns (``relax.VMExecutable``, seconds)."""
+    tvm = _tvm()
+    t0 = time.perf_counter()
+    target = make_target(settings)
+    mod = import_onnx(model_proto, input_shape)
+    if target.kind.name in GPU_KINDS:
+        mod = _schedule_gpu(mod, target)
+    try:
+        ex = tvm.compile(mod, target=target)
+    except Exception as e:  # noqa: BLE001
+        raise UnsupportedLayerError(f"TVM could not compile the model for {settings.target}: "
+                                    f"{str(e).strip().splitlines()[-1][:300]}") from None
+    return ex, time.perf_counter() - t0
+
+
+def export_library(ex, path: str | Path, settings: TvmSettings) -> Path:
+    """Link ``ex`` into a shared library at ``path`` with the profile's compiler (written atomically)."""
+    path = Path(path)
+    if settings.cc and shutil.which(settings.cc) is None:
+        pkg = settings.cc_package or settings.cc
+        raise TargetError(f"cross compiler {settings.cc!r} not found: install it (Debian: apt-get install {pkg}), "
+                          f"or run `bash tools/setup_cross.sh`")
+    tmp = path.with_name(f".{path.name}.tmp.so")
+    try:
+        ex.export_library(str(tmp), **({"cc": settings.cc} if settings.cc else {}))
+    except Exception as e:  # noqa: BLE001
+        tmp.unlink(missing_ok=True)
+        raise TargetError(f"linking the TVM library failed: {str(e).strip().splitlines()[-1][:300]}") from None
+    tmp.replace(path)
+    return path
+
+
+@dataclass(frozen=True)
+class LibraryInfo:
+    """What a compiled library is: ELF class/machine and the device modules TVM embedded in it."""
+
+    elf_machine: int
+    arch: str
+    embedded: tuple[str, ...]  # e.g. ("cuda",) for a CUDA module carried inside the .so
+
+    def to_dict(self) -> dict:
+        return {"elf_machine": self.elf_machine, "arch": self.arch, "embedded_device_modules": list(self.embedded)}
+
+
+def inspect_library(path: str | Path) -> LibraryInfo:
+    """Read the ELF header (e_machine) and look for embedded device modules (TVM serialises each imported
+    module's kind as a length-prefixed string in the library blob)."""
+    data = Path(path).read_bytes()
+    if data[:4] != b"\x7fELF":
+        raise TargetError(f"{path} is not an ELF shared object")
+    little = data[5] == 1
+    machine = int.from_bytes(data[18:20], "little" if little else "big")
+    arch = next((a for a, m in ELF_MACHINES.items() if m == machine), f"e_machine={machine}")
+    embedded = tuple(k for k in GPU_KINDS if len(k).to_bytes(8, "little") + k.encode() in data)
+    return LibraryInfo(machine, arch, embedded)
+
+
+def check_library(path: str | Path, *, arch: str, device_kind: str) -> LibraryInfo:
+    """The library must be for the device's architecture and carry the GPU module a GPU target needs."""
+    info = inspect_library(path)
+    if info.elf_machine != ELF_MACHINES.get(arch):
+        raise TargetError(f"{path} is built for {info.arch}, not the target's {arch}")
+    if device_kind in GPU_KINDS and device_kind not in info.embedded:
+        raise TargetError(f"{path} has no embedded {device_kind} module")
+    return info
+
+
+def load_vm(path: str | Path, threads: int = 1):
+    """A Relax VM on this machine's CPU for a library compiled for it. Returns (vm, device)."""
+    import tvm_ffi
+
+    tvm = _tvm()
+    # Pool size for TVM's parallel loops (mode 0: no pinning; pinning fights other processes on a shared box).
+    tvm_ffi.get_global_func("runtime.config_threadpool")(0, threads)
+    dev = tvm.cpu()
+    return tvm.relax.VirtualMachine(tvm.runtime.load_module(str(path)), dev), dev
+
+
+def run_vm(vm, dev, x: np.ndarray) -> np.ndarray:
+    """Outputs of ``main`` for one input array (N×C×H×W float32)."""
+    tvm = _tvm()
+    out = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32), dev))
+    return (out[0] if isinstance(out, (list, tuple)) or not hasattr(out, "numpy") else out).numpy()
+
+
+def verify_against_ort(path: str | Path, onnx_bytes: bytes, inputs: np.ndarray, *, threads: int = 1) -> dict:
+    """Run the host-compiled library and ONNX Runtime on the same real inputs (one at a time, batch 1);
+    outputs must agree within ``ATOL + RTOL * |ort|``. Returns the verdict dict (raises nothing)."""
+    from edgeprune.export.onnx import ort_session
+
+    vm, dev = load_vm(path, threads)
+    sess = ort_session(onnx_bytes, threads=threads)
+    name = sess.get_inputs()[0].name
+    worst, ok, agree = 0.0, True, 0
+    for x in inputs:
+        x = x[None].astype(np.float32)
+        ref = sess.run(None, {name: x})[0]
+        got = run_vm(vm, dev, x)
+        diff = np.abs(got - ref)
+        worst = max(worst, float(diff.max()))
+        ok &= bool(np.all(diff <= ATOL + RTOL * np.abs(ref)))
+        agree += int(got.argmax() == ref.argmax())
+    return {"ok": ok, "method": "host: TVM library vs ONNX Runtime", "max_abs_diff": worst, "samples": len(inputs),
+            "atol": ATOL, "rtol": RTOL, "top1_agreement": agree / max(1, len(inputs))}
