@@ -37,7 +37,7 @@ def test_compile_end_to_end_writes_verified_faster_artifacts(resnet20_ckpt, tmp_
     summary = json.loads(r.stdout)  # stdout holds the JSON and nothing else
     out = tmp_path / "resnet20"
     assert summary["status"] == "ok" and summary["out_dir"] == str(out)
-    for name in ("model.onnx", "model.pt", "report.json", "manifest.json"):
+    for name in ("model.onnx", "model.pt", "model.tvm.so", "report.json", "manifest.json"):
         assert (out / name).is_file()
     report = json.loads((out / "report.json").read_text())
     final = report["final"]
@@ -64,6 +64,55 @@ def test_compile_end_to_end_writes_verified_faster_artifacts(resnet20_ckpt, tmp_
         ref = loaded.model(x).numpy()
     assert np.allclose(got, ref, atol=1e-4, rtol=1e-3)
     assert sum(p.numel() for p in loaded.model.parameters()) == final["params"]
+    # The TVM library for this machine was verified against ONNX Runtime, and both runtimes were timed.
+    tvm_art = manifest["artifacts"]["model.tvm.so"]
+    assert tvm_art["verification"]["ok"] and tvm_art["library"]["arch"] == "x86_64"
+    deploy = report["deploy"]
+    assert set(deploy["runtimes"]) == {"onnxruntime", "tvm"} and not deploy["stand_in"]
+    assert deploy["deployed_runtime"] == min(deploy["runtimes"], key=lambda k: deploy["runtimes"][k]["latency"]["median_ms"])
+    assert manifest["deployed_runtime"] == deploy["deployed_runtime"]
+    from edgeprune.deploy.tvm import load_vm, run_vm
+
+    vm, dev = load_vm(out / "model.tvm.so")
+    assert np.allclose(run_vm(vm, dev, x[:1].numpy()), ref[:1], atol=1e-4, rtol=1e-3)
+
+
+def test_cross_target_without_device_needs_a_stand_in(resnet20_ckpt, tmp_path):
+    _one_clean_error_line(run_cli("compile", str(resnet20_ckpt), "--target", "rpi4", "--out", str(tmp_path)),
+                          "--measure-on host")
+    assert not list(tmp_path.glob("*/model.*"))
+
+
+@pytest.mark.slow
+def test_cross_target_measured_on_a_stand_in_is_labelled(resnet20_ckpt, tmp_path):
+    r = run_cli("compile", str(resnet20_ckpt), "--target", "rpi4", "--measure-on", "host", "--latency-target", "0.6x",
+                "--budget", "3", "--out", str(tmp_path), "--data", "digits", "--finetune-epochs", "0", "--json")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "resnet20"
+    report = json.loads((out / "report.json").read_text())
+    assert report["target"]["name"] == "rpi4" and report["target"]["measured_on_stand_in"]
+    for m in (report["baseline"]["latency"], report["final"]["latency"]):
+        assert m["where"].startswith("STAND-IN host") and "rpi4" in m["where"]
+    assert all(r_["latency"]["where"].startswith("STAND-IN") for r_ in report["deploy"]["runtimes"].values())
+    manifest = json.loads((out / "manifest.json").read_text())
+    so = manifest["artifacts"]["model.tvm.so"]
+    assert so["library"]["arch"] == "aarch64" and so["triple"] == "aarch64-linux-gnu"
+    assert so["verification"]["ok"] is None and "cross-compiled" in so["verification"]["method"]
+    assert (out / "model.tvm.so").read_bytes()[18] == 183  # ELF e_machine EM_AARCH64
+    assert manifest["measured_on_stand_in"]
+
+
+@pytest.mark.slow
+def test_jetson_nano_explains_why_no_tvm_library(resnet20_ckpt, tmp_path):
+    r = run_cli("compile", str(resnet20_ckpt), "--target", "jetson-nano", "--measure-on", "host", "--latency-target",
+                "0.6x", "--budget", "3", "--out", str(tmp_path), "--data", "digits", "--finetune-epochs", "0")
+    assert r.returncode == 0, r.stderr
+    assert "sm_53" in r.stderr and "no TVM library" in r.stdout
+    out = tmp_path / "resnet20"
+    assert (out / "model.onnx").is_file() and not (out / "model.tvm.so").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert report["deploy"]["tvm"]["built"] is False and "sm_53" in report["deploy"]["tvm"]["reason"]
+    assert report["deploy"]["deployed_runtime"] == "onnxruntime" and "sm_53" in report["target"]["limitations"]
 
 
 def test_missing_model_file(tmp_path):

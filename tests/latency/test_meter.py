@@ -50,3 +50,18 @@ def test_interleaved_measurement_ranks_a_much_smaller_model_faster():
     assert m_small.ratio_to_baseline < 0.8
     assert 0.7 < m_self.ratio_to_baseline < 1.4
     assert m_base.ratio_to_baseline == pytest.approx(1.0)
+
+
+def test_tvm_backend_times_compiled_models_in_the_same_rounds():
+    """The TVM backend compiles each model for this CPU; a pruned ResNet-20 must measure faster than its parent."""
+    model = resnet20().eval()
+    x = torch.randn(2, *SHAPE)
+    base, _, _ = export_verified(model, SHAPE, x)
+    a = analyse(model, SHAPE)
+    small, _ = prune(model, SHAPE, a, tuple(g.choices[0] for g in a.groups))
+    small_bytes, _, _ = export_verified(small, SHAPE, x)
+    settings = MeasureSettings(warmup=2, rounds=3, runs_per_round=3)
+    meter = LatencyMeter(get_backend("tvm"), base, x[:1].numpy(), settings, "host")
+    m_small, m_base = meter.measure(small_bytes)
+    assert m_small.backend == "tvm" and m_small.backend_version.startswith("0.27") and m_small.repeats == 9
+    assert m_small.ratio_to_baseline < 0.8 and m_base.ratio_to_baseline == pytest.approx(1.0)
