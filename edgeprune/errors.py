@@ -57,3 +57,7 @@ class Interrupted(EdgePruneError):
     """The user interrupted a run (Ctrl-C); what was evaluated is in the run store."""
 
     exit_code = 130
+
+
+class DeviceError(EdgePruneError):
+    """A remote device or its tracker could not be reached or failed, after the retries allowed."""

@@ -73,6 +73,8 @@ def _fused(mod, target):
 def tune(model_proto, input_shape: tuple[int, ...], settings: TvmSettings, trials: int, *, seed: int = 0,
          db_dir: str | Path | None = None):
     """Tune and compile. Returns (``relax.VMExecutable``, ``TuneResult``)."""
+    import logging
+
     import tvm.s_tir.meta_schedule as ms
 
     from edgeprune.deploy.tvm import _tvm, import_onnx, make_target
@@ -87,6 +89,9 @@ def tune(model_proto, input_shape: tuple[int, ...], settings: TvmSettings, trial
     tasks = ms.relax_integration.extract_tasks(mod, target)
     known = sum(1 for t in tasks if db.has_workload(t.dispatched[0]))
     cost_model = _cost_model()
+    # MetaSchedule logs every task table and trial at INFO on the console; the log files in the database
+    # folder keep them. Progress is reported by the caller.
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     if known < len(tasks) and trials > 0:
         db = ms.relax_integration.tune_relax(
             mod, params={}, target=target, work_dir=str(work), max_trials_global=trials,

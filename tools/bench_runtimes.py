@@ -1,0 +1,105 @@
+"""ONNX Runtime vs TVM untuned vs TVM tuned (MetaSchedule) on this machine, baseline and pruned models.
+
+    python tools/bench_runtimes.py --models resnet20,mobilenet_v2 --trials 64 --repeats 3
+
+For each model (zoo architecture, seeded weights: latency does not depend on the values) and variant
+(``baseline``; ``pruned``: every group kept at ``--keep`` of its width, aligned to 8), the three runtimes
+run **interleaved in the same rounds** (order alternating), ``--repeats`` times; the table gives the
+median over repeats of each runtime's median and p10 (ms), the median spread ((p90 − p10) / median), the
+ratio to ONNX Runtime, and the time spent tuning (a fresh database per run unless ``--db`` is given, so
+the tuning time is what a first run pays). 1 thread for every runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+
+def variants(arch: str, keep: float):
+    from edgeprune.model.load import build
+    from edgeprune.model.prune import analyse, prune
+
+    torch.manual_seed(0)
+    model = build(arch, {"num_classes": 10}).eval()
+    shape = (3, 32, 32)
+    a = analyse(model, shape, round_to=8)
+    widths = tuple(min((c for c in g.choices if c >= keep * g.full), default=g.full) for g in a.groups)
+    pruned, _ = prune(model, shape, a, widths)
+    return shape, {"baseline": model, "pruned": pruned.eval()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="resnet20,mobilenet_v2")
+    ap.add_argument("--keep", type=float, default=0.5)
+    ap.add_argument("--trials", type=int, default=64, help="MetaSchedule trials per model variant")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--runs-per-round", type=int, default=10)
+    ap.add_argument("--db", default=None, help="tuning database folder to reuse (default: a fresh one per variant)")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+
+    from edgeprune.deploy.tune import tune
+    from edgeprune.deploy.tvm import build, export_library, verify_against_ort, version
+    from edgeprune.export.onnx import export_verified
+    from edgeprune.latency import get_backend
+    from edgeprune.latency.meter import _interleave
+    from edgeprune.model.evaluate import count_macs_params
+    from edgeprune.targets import load_target
+
+    settings = load_target("host").tvm
+    ort, tvmb = get_backend("onnxruntime"), get_backend("tvm")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in a.models.split(","):
+            shape, models = variants(arch, a.keep)
+            for variant, model in models.items():
+                x = torch.randn(4, *shape)
+                onnx_bytes, _, _ = export_verified(model, shape, x)
+                proto = onnx.load_from_string(onnx_bytes)
+                ex, compile_s = build(proto, shape, settings)
+                untuned = export_library(ex, Path(tmp) / f"{arch}-{variant}-u.so", settings)
+                db = a.db or str(Path(tmp) / f"db-{arch}-{variant}")
+                tex, res = tune(proto, shape, settings, a.trials, db_dir=db)
+                tuned = export_library(tex, Path(tmp) / f"{arch}-{variant}-t.so", settings)
+                for lib in (untuned, tuned):
+                    v = verify_against_ort(lib, onnx_bytes, x.numpy())
+                    assert v["ok"], f"{lib}: TVM differs from ONNX Runtime ({v['max_abs_diff']:.2e})"
+                example = x[:1].numpy()
+                runners = {"onnxruntime": ort.open(onnx_bytes, example, threads=1),
+                           "tvm untuned": tvmb.open_library(untuned, example, threads=1),
+                           f"tvm tuned ({a.trials})": tvmb.open_library(tuned, example, threads=1)}
+                stats = {k: [] for k in runners}
+                for _ in range(a.repeats):
+                    times = _interleave(list(runners.values()), a.rounds, a.runs_per_round, warmup=5)
+                    for k, t in zip(runners, times):
+                        p10, med, p90 = np.percentile(t, [10, 50, 90])
+                        stats[k].append((med, p10, (p90 - p10) / med))
+                macs, _ = count_macs_params(model, shape)
+                ort_med = statistics.median(s[0] for s in stats["onnxruntime"])
+                for k, s in stats.items():
+                    med = statistics.median(v[0] for v in s)
+                    rows.append((arch, variant, macs / 1e6, k, med, statistics.median(v[1] for v in s),
+                                 statistics.median(v[2] for v in s), med / ort_med,
+                                 res.seconds if k.startswith("tvm tuned") else (compile_s if k == "tvm untuned" else None)))
+                print(f"done {arch} {variant}: tuning {res.seconds:.0f} s, {res.tasks} tasks", flush=True)
+    print(f"\nhost CPU, 1 thread, batch 1, 3x32x32; TVM {version()}; {a.repeats} repeats x {a.rounds} rounds x "
+          f"{a.runs_per_round} runs, runtimes interleaved; pruned = keep {a.keep} per group (multiples of 8)")
+    print(f"{'model':13s} {'variant':8s} {'MMACs':>7s} {'runtime':18s} {'median ms':>10s} {'p10 ms':>9s} "
+          f"{'spread':>7s} {'x ORT':>7s} {'build/tune s':>12s}")
+    for arch, variant, mmacs, k, med, p10, spread, ratio, secs in rows:
+        print(f"{arch:13s} {variant:8s} {mmacs:7.1f} {k:18s} {med:10.3f} {p10:9.3f} {spread:7.2f} {ratio:7.2f} "
+              f"{'' if secs is None else f'{secs:.0f}':>12s}")
+
+
+if __name__ == "__main__":
+    main()
