@@ -49,11 +49,16 @@ def cli() -> None:
 @click.option("--measure-on", default=None, metavar="PROFILE",
               help="Measure on this local profile (e.g. host) as a stand-in for a target that cannot be reached; "
                    "every latency is labelled as the stand-in's.")
+@click.option("--tracker", default=None, metavar="HOST:PORT", help="TVM RPC tracker whose devices measure (overrides the profile).")
+@click.option("--device-key", default=None, metavar="KEY", help="Device key at the tracker (overrides the profile).")
+@click.option("--verify-device", default=None, metavar="KEY",
+              help="Also run the TVM library on a device of KEY (may be emulated) and compare its outputs.")
 @click.option("--tune-trials", default=0, show_default=True, type=int,
               help="MetaSchedule trials to tune the final TVM library (on a target that is this machine).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report summary as JSON on stdout, nothing else.")
 def compile_cmd(model, target, latency_target, out, data, agent, budget, clusters, batch, seed, arch, input_shape,
-                trust_model_code, finetune_epochs, distill, resume, measure_on, tune_trials, as_json) -> None:
+                trust_model_code, finetune_epochs, distill, resume, measure_on, tracker, device_key, verify_device, tune_trials,
+                as_json) -> None:
     """Prune MODEL to meet a latency target measured on TARGET; write verified artifacts."""
     from edgeprune.config import CompileConfig
     from edgeprune.pipeline import compile_model
@@ -62,7 +67,8 @@ def compile_cmd(model, target, latency_target, out, data, agent, budget, cluster
     cfg = CompileConfig(model=model, target=target, latency_target=latency_target, out=out, data=data, agent=agent,
                         budget=budget, clusters=clusters, batch=batch, seed=seed, arch=arch, input_shape=_shape(input_shape),
                         trust_model_code=trust_model_code, finetune_epochs=finetune_epochs, distill=distill,
-                        resume=resume, measure_on=measure_on, tune_trials=tune_trials)
+                        resume=resume, measure_on=measure_on, tune_trials=tune_trials, tracker=tracker,
+                        device_key=device_key, verify_device=verify_device)
     command = "edgeprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = compile_model(cfg, reporter=RichReporter(), command=command)
     summary = summarise(result.report)
@@ -116,6 +122,75 @@ def targets_cmd() -> None:
         reach = "local" if t.is_local else (f"rpc:{t.connection.key}" if t.connection.kind == "rpc" else "unreachable")
         click.echo(f"{name:18s} {t.arch:8s} {t.device:4s} {t.backend:12s} {reach:22s} threads={t.measurement.threads} "
                    f"round_to={t.round_to}  {t.description}" + ("  [limited: see profile]" if t.unsupported else ""))
+
+
+@cli.group("device")
+def device_group() -> None:
+    """Remote devices over TVM RPC: a tracker, device servers, and what is registered.
+
+    TVM RPC has no authentication and runs code uploaded to it: everything binds 127.0.0.1 unless
+    --allow-remote is given (use an isolated network or an SSH tunnel; see the README).
+    """
+
+
+@device_group.command("tracker")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9190, show_default=True, type=int)
+@click.option("--allow-remote", is_flag=True, help="Allow a non-loopback address (prints a warning).")
+def device_tracker(host, port, allow_remote) -> None:
+    """Start a TVM RPC tracker and keep it running (Ctrl-C stops it)."""
+    import time
+
+    from edgeprune.remote.device import check_bind
+
+    try:
+        check_bind(host, allow_remote)
+    except PermissionError as e:
+        raise EdgePruneError(str(e)) from None
+    from tvm.rpc.tracker import Tracker
+
+    tracker = Tracker(host=host, port=port, port_end=port + 1, silent=True)
+    click.echo(f"TVM RPC tracker on {host}:{tracker.port}", err=True)
+    try:
+        while tracker.proc.is_alive():
+            time.sleep(1)
+    finally:
+        tracker.terminate()
+
+
+@device_group.command("serve", context_settings={"ignore_unknown_options": True})
+@click.option("--tracker", default=None, metavar="HOST:PORT", help="Tracker to register with.")
+@click.option("--key", required=True, help="Device key, e.g. rpi4.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9090, show_default=True, type=int)
+@click.option("--name", default=None, help="Name in reports (default KEY@HOSTNAME:PORT).")
+@click.option("--allow-remote", is_flag=True, help="Allow a non-loopback address (prints a warning).")
+def device_serve(tracker, key, host, port, name, allow_remote) -> None:
+    """Run on the device: a TVM RPC server with edgeprune's measurement functions."""
+    from edgeprune.remote.serve import main as serve_main
+
+    args = ["--key", key, "--host", host, "--port", str(port)] + (["--tracker", tracker] if tracker else [])
+    serve_main(args + (["--name", name] if name else []) + (["--allow-remote"] if allow_remote else []))
+
+
+@device_group.command("list")
+@click.option("--tracker", default="127.0.0.1:9190", show_default=True, metavar="HOST:PORT")
+@click.option("--json", "as_json", is_flag=True)
+def device_list(tracker, as_json) -> None:
+    """Devices registered with the tracker, and free/pending counts per key."""
+    from edgeprune.remote.client import tracker_summary
+
+    info = tracker_summary(tracker)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    queue = info.get("queue_info", {})
+    click.echo(f"tracker {tracker}: {len(info.get('server_info', []))} device server(s)")
+    for key in sorted(queue):
+        q = queue[key]
+        click.echo(f"  {key:20s} free {q.get('free', 0)}  pending requests {q.get('pending', 0)}")
+    for s in info.get("server_info", []):
+        click.echo(f"  server {s.get('addr')} key {s.get('key')}")
 
 
 def main() -> None:

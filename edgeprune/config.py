@@ -57,6 +57,9 @@ class CompileConfig:
     resume: str | None = None
     measure_on: str | None = None  # a local profile that measures as a stand-in for an unreachable target
     tune_trials: int = 0  # MetaSchedule trials for the final TVM library (0: untuned)
+    tracker: str | None = None  # HOST:PORT of a TVM RPC tracker (overrides the profile's [connection])
+    device_key: str | None = None  # device key at the tracker (overrides the profile's)
+    verify_device: str | None = None  # key of a device (may be emulated) that checks the TVM library's numerics
 
     def __post_init__(self):
         LatencyTarget.parse(self.latency_target)
@@ -80,4 +83,4 @@ class CompileConfig:
 
     # Settings that define the search; a resumed run must match them (budget may grow).
     SEARCH_KEYS = ("target", "latency_target", "data", "agent", "seed", "arch", "search_val_samples", "calib_samples",
-                   "clusters", "batch", "measure_on")
+                   "clusters", "batch", "measure_on", "device_key")

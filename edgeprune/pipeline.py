@@ -111,19 +111,27 @@ def search(agent, evaluator: CandidateEvaluator, store: RunStore, run_id: str, b
         for idx, cand, result in stored[:budget]:
             record(idx, cand, result, True)
         asks = 0
+        # With several devices, an agent's batch (q proposals) is measured in parallel.
+        parallel = getattr(agent, "batch", 1) if hasattr(evaluator.meter, "measure_many") else 1
         while len(out.evaluations) < budget and asks < 4 * budget:
-            asks += 1
-            cand = agent.ask()
-            if cand is None:
+            batch: list[Candidate] = []
+            while len(batch) < min(parallel, budget - len(out.evaluations)) and asks < 4 * budget:
+                asks += 1
+                cand = agent.ask()
+                if cand is None:
+                    break
+                if cand.key in seen:
+                    agent.tell(cand, seen[cand.key])
+                    continue
+                if all(c.key != cand.key for c in batch):
+                    batch.append(cand)
+            if not batch:
                 break
-            if cand.key in seen:
-                agent.tell(cand, seen[cand.key])
-                continue
-            result = evaluator.evaluate(cand)
-            idx = len(out.evaluations)
-            store.append(run_id, idx, cand, result)
-            out.evaluated_now += 1
-            record(idx, cand, result, False)
+            for cand, result in zip(batch, evaluator.evaluate_many(batch)):
+                idx = len(out.evaluations)
+                store.append(run_id, idx, cand, result)
+                out.evaluated_now += 1
+                record(idx, cand, result, False)
     finally:
         reporter.search_end()
         out.seconds = round(time.perf_counter() - t0, 2)
@@ -177,6 +185,16 @@ def finish(cfg: CompileConfig, pruned, teacher, data, shape, calib, meter: Laten
             "finetune": {"epochs": tcfg.epochs, "lr": tcfg.lr, "distill": tcfg.distill}}
 
 
+def _verify_pool(cfg: CompileConfig, plan, meters: dict, rep: Reporter):
+    """Devices that can run the target's library: ``--verify-device KEY``, else the measuring devices."""
+    if cfg.verify_device:
+        from edgeprune.remote.client import DevicePool
+
+        tracker = cfg.tracker or (plan.remote.tracker if plan.remote else None) or "127.0.0.1:9190"
+        return DevicePool(tracker, cfg.verify_device, session_timeout_s=600, on_event=rep.warn)
+    return next((m.pool for m in meters.values() if hasattr(m, "pool")), None)
+
+
 def deploy_stage(cfg: CompileConfig, profile, plan, meters: dict, search_rt: str, onnx_bytes: bytes, final: dict,
                  shape, calib, work: Path, rep: Reporter) -> dict:
     """Compile the final model with TVM for the target (checked, verified where it runs here, tuned on
@@ -187,7 +205,8 @@ def deploy_stage(cfg: CompileConfig, profile, plan, meters: dict, search_rt: str
     if "tvm" in meters:
         rep.info(f"compiling the final model with TVM for {profile.name}")
         art = build_artifact(onnx.load_from_string(onnx_bytes), shape, onnx_bytes, profile,
-                             calib[:TVM_VERIFY_SAMPLES].numpy(), work, tune_trials=cfg.tune_trials, seed=cfg.seed, rep=rep)
+                             calib[:TVM_VERIFY_SAMPLES].numpy(), work, tune_trials=cfg.tune_trials, seed=cfg.seed, rep=rep,
+                             device_pool=_verify_pool(cfg, plan, meters, rep))
     skip = None if art else (tvm_skip_reason(profile) or ("the profile's runtime is onnxruntime" if profile.backend ==
                                                          "onnxruntime" else "TVM cannot import the model"))
     search_pair = (Measurement.from_dict(final["latency"]), Measurement.from_dict(final["baseline_latency_same_run"]))
@@ -198,6 +217,9 @@ def deploy_stage(cfg: CompileConfig, profile, plan, meters: dict, search_rt: str
         for rt, r in cmp["runtimes"].items()) + f"; deploying {cmp['deployed_runtime']}")
     cmp["tvm"] = dict(art.to_dict(), built=True) if art else {"built": False, "reason": skip}
     cmp["tvm_library_path"] = str(art.path) if art else None
+    pool = next((m.pool for m in meters.values() if hasattr(m, "pool")), None)
+    if pool is not None:
+        cmp["remote"] = {"tracker": pool.tracker, "key": pool.key, "parallel": pool.size, "failures": pool.failures}
     return cmp
 
 
@@ -208,7 +230,7 @@ def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, comma
     torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     profile = load_target(cfg.target)
-    plan = measuring_profile(profile, cfg.measure_on)
+    plan = measuring_profile(profile, cfg.measure_on, tracker=cfg.tracker, device_key=cfg.device_key)
     if cfg.tune_trials and plan.stand_in:
         raise TargetError(f"--tune-trials tunes on the device itself; target {profile.name} is not this machine, and "
                           f"tuning on the stand-in would tune for the wrong CPU")
@@ -244,7 +266,8 @@ def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, comma
         rep.warn(f"{tvm_problem}; no TVM library, ONNX Runtime only")
     where = plan.where
     meters, search_rt, runtime_choice = open_meters(plan, deploy_runtimes(profile, tvm_problem), base_bytes,
-                                                    calib[:1].numpy(), store.get_meta(run_id, "search_runtime"), rep)
+                                                    calib[:1].numpy(), store.get_meta(run_id, "search_runtime"), rep,
+                                                    parallel=cfg.batch, target=profile)
     store.put_meta(run_id, "search_runtime", search_rt)
     meter = meters[search_rt]
     stored_ref = store.get_meta(run_id, "baseline_reference")

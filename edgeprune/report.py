@@ -56,7 +56,7 @@ def _candidate_rows(outcome) -> list[dict]:
     return [{"index": idx, "widths": list(c.widths), "keep": [round(k, 4) for k in c.keep], "origin": c.origin,
              "accuracy": r.accuracy, "latency_ms": r.latency_ms, "ratio_to_baseline": r.measurement.ratio_to_baseline,
              "median_ms": r.measurement.median_ms, "macs": r.macs, "params": r.params, "feasible": r.feasible,
-             "from_store": reused, "seconds": r.seconds}
+             "from_store": reused, "seconds": r.seconds, "measured_on": r.measurement.where}
             for idx, c, r, reused in outcome.evaluations]
 
 

@@ -13,20 +13,29 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.errors import TargetError, UnsupportedLayerError, VerificationError
-from edgeprune.targets.profile import TargetProfile, load_target
+from edgeprune.errors import DeviceError, TargetError, UnsupportedLayerError, VerificationError
+from edgeprune.targets.profile import Connection, TargetProfile, load_target
 
 
 @dataclass(frozen=True)
 class MeasurePlan:
-    """The profile whose machine, runtime and timing plan measure latency, and the label on every number."""
+    """The profile whose machine, runtime and timing plan measure latency, and the label on every number.
+    ``remote`` is set when the measuring happens on devices over TVM RPC."""
 
     profile: TargetProfile
     where: str
     stand_in: bool
+    remote: Connection | None = None
 
 
-def measuring_profile(target: TargetProfile, measure_on: str | None) -> MeasurePlan:
+def measuring_profile(target: TargetProfile, measure_on: str | None, *, tracker: str | None = None,
+                      device_key: str | None = None) -> MeasurePlan:
+    """Decide who measures: a stand-in (``--measure-on``), devices over TVM RPC (the profile's
+    [connection], or ``--tracker`` / ``--device-key``), or this machine when it is the target."""
+    conn = target.connection
+    if tracker or device_key:
+        conn = Connection("rpc", tracker or conn.tracker or "127.0.0.1:9190", device_key or conn.key or target.name,
+                          conn.session_timeout_s)
     if measure_on:
         stand = load_target(measure_on)
         if not stand.is_local:
@@ -35,15 +44,14 @@ def measuring_profile(target: TargetProfile, measure_on: str | None) -> MeasureP
         if stand.name == target.name:
             return MeasurePlan(target, target.where(), False)
         return MeasurePlan(stand, f"STAND-IN {stand.where()} for target {target.name} (not the device)", True)
+    if conn.kind == "rpc":
+        return MeasurePlan(target, f"{target.name} ({target.arch}) over TVM RPC, key {conn.key} at {conn.tracker}",
+                           False, conn)
     if target.is_local:
         return MeasurePlan(target, target.where(), False)
-    if target.connection.kind == "rpc":
-        raise TargetError(
-            f"target {target.name} is measured over TVM RPC (tracker {target.connection.tracker}, key "
-            f"{target.connection.key}), which this version of edgeprune cannot do yet; pass --measure-on host "
-            f"to measure on this machine as a stand-in (every latency is then labelled as measured on the stand-in)")
     raise TargetError(f"target {target.name} is an {target.arch} device and this machine is {platform.machine()}: "
-                      f"it cannot be measured here; pass --measure-on host to use this machine as a stand-in")
+                      f"it cannot be measured here; connect it over TVM RPC (--tracker HOST:PORT --device-key KEY) "
+                      f"or pass --measure-on host to use this machine as a stand-in")
 
 
 def tvm_skip_reason(target: TargetProfile) -> str | None:
@@ -108,12 +116,13 @@ def check_tvm_importable(model_proto, target: TargetProfile) -> str | None:
 
 
 def build_artifact(model_proto, input_shape: tuple[int, ...], onnx_bytes: bytes, target: TargetProfile,
-                   inputs: np.ndarray, workdir: Path, *, tune_trials: int = 0, seed: int = 0, rep=None) -> TvmArtifact:
+                   inputs: np.ndarray, workdir: Path, *, tune_trials: int = 0, seed: int = 0, rep=None,
+                   device_pool=None) -> TvmArtifact:
     """Compile, link, check and (where this machine can run it) verify the final model for ``target``.
 
     Host-runnable libraries are compared with ONNX Runtime on ``inputs`` (N×C×H×W, real images) and
     raise ``VerificationError`` outside tolerance; a cross-compiled library is checked for its ELF machine
-    and embedded device modules (numerical verification needs the device or an emulated one).
+    and embedded device modules, and run on a device of ``device_pool`` (real or emulated) when one is given.
     """
     from edgeprune.deploy.tvm import build, check_library, export_library, make_target, verify_against_ort
 
@@ -138,6 +147,11 @@ def build_artifact(model_proto, input_shape: tuple[int, ...], onnx_bytes: bytes,
         if not verdict["ok"]:
             raise VerificationError(f"the TVM library differs from ONNX Runtime by up to {verdict['max_abs_diff']:.2e} "
                                     f"(tolerance {verdict['atol']} + {verdict['rtol']}*|x|); not written")
+    elif device_pool is not None and kind == "llvm":
+        verdict = verify_on_device(device_pool, path, onnx_bytes, inputs)
+        if not verdict["ok"]:
+            raise VerificationError(f"the TVM library differs on the device from ONNX Runtime by up to "
+                                    f"{verdict['max_abs_diff']:.2e}; not written")
     else:
         verdict = {"ok": None, "method": f"cross-compiled: ELF machine {info.arch} and embedded device modules "
                                          f"{list(info.embedded) or 'none'} checked; numerical check needs the device "
@@ -154,17 +168,23 @@ def deploy_runtimes(target: TargetProfile, tvm_problem: str | None) -> tuple[str
 
 
 def open_meters(plan: MeasurePlan, runtimes: tuple[str, ...], base_bytes: bytes, example: np.ndarray,
-                stored_choice: str | None, rep=None):
-    """One ``LatencyMeter`` per runtime, each with the baseline open, on the measuring machine.
+                stored_choice: str | None, rep=None, *, parallel: int = 1, target: TargetProfile | None = None):
+    """One meter per runtime, each with the baseline open, on the measuring machine or devices.
 
     The search times candidates in one runtime: the only one, or under ``auto`` the one whose baseline
-    is faster here (the p10 of ``rounds`` interleaved rounds; a resumed run keeps its stored choice).
+    is faster there (the p10 of ``rounds`` interleaved rounds; a resumed run keeps its stored choice).
+    Remote: up to ``parallel`` devices of the key measure at once; ``target`` compiles TVM libraries for them.
     Returns (meters, search runtime, {runtime: baseline Measurement dict} of the comparison).
     """
     from edgeprune.latency import LatencyMeter, get_backend
 
     mp = plan.profile
-    meters = {rt: LatencyMeter(get_backend(rt, mp), base_bytes, example, mp.measurement, plan.where) for rt in runtimes}
+    if plan.remote is not None:
+        meters = _remote_meters(plan, runtimes, base_bytes, example, parallel, target or mp, rep)
+        runtimes = tuple(meters)
+    else:
+        meters = {rt: LatencyMeter(get_backend(rt, mp), base_bytes, example, mp.measurement, plan.where)
+                  for rt in runtimes}
     if len(runtimes) == 1:
         return meters, runtimes[0], {}
     compared = {rt: m.baseline(rounds=mp.measurement.rounds) for rt, m in meters.items()}
@@ -173,6 +193,87 @@ def open_meters(plan: MeasurePlan, runtimes: tuple[str, ...], base_bytes: bytes,
         rep.info("baseline per runtime: " + ", ".join(f"{rt} {m.p10_ms:.3f} ms" for rt, m in compared.items())
                  + f"; the search measures with {choice}")
     return meters, choice, {rt: m.to_dict() for rt, m in compared.items()}
+
+
+def _remote_meters(plan: MeasurePlan, runtimes, base_bytes, example, parallel, target: TargetProfile, rep) -> dict:
+    from edgeprune.remote.client import DevicePool, RemoteMeter, devices_for
+
+    conn = plan.remote
+    try:
+        n = devices_for(conn.tracker, conn.key)
+    except DeviceError as e:
+        raise DeviceError(f"{e}; start one (edgeprune device tracker) with a device server registered under key "
+                          f"{conn.key!r} (edgeprune device serve --tracker {conn.tracker} --key {conn.key}), or pass "
+                          f"--measure-on host to measure on this machine as a stand-in") from None
+    if n == 0:
+        raise DeviceError(f"no device is registered under key {conn.key!r} at tracker {conn.tracker} (see edgeprune "
+                          f"device list --tracker {conn.tracker}); or pass --measure-on host for a stand-in")
+    pool = DevicePool(conn.tracker, conn.key, size=min(max(1, parallel), n), session_timeout_s=conn.session_timeout_s,
+                      on_event=(rep.warn if rep else None))
+    info = pool.info()
+    if info["arch"] != target.arch:
+        raise DeviceError(f"device {info['name']} under key {conn.key!r} is {info['arch']}, but target {target.name} "
+                          f"is {target.arch}")
+    meters = {}
+    for rt in runtimes:
+        kind = "onnx" if rt == "onnxruntime" else "tvm"
+        try:
+            meters[rt] = RemoteMeter(pool, kind, base_bytes, example.shape, plan.profile.measurement, plan.where,
+                                     to_payload=None if kind == "onnx" else _cross_compiler(target, example.shape[1:]))
+        except DeviceError as e:
+            if len(runtimes) == 1 or "emulated" in str(e):
+                raise
+            if rep:
+                rep.warn(f"{e}; measuring with the other runtime only")
+    if not meters:
+        raise DeviceError(f"no runtime of {runtimes} is available on device {info['name']}")
+    if rep:
+        rep.info(f"measuring on {n} device(s) of key {conn.key} at {conn.tracker} ({info['name']}, {info['arch']}; "
+                 f"runtimes {info.get('runtimes')}), up to {pool.size} at once")
+    return meters
+
+
+def _cross_compiler(target: TargetProfile, input_shape):
+    """ONNX bytes → the TVM library for the target's device, as bytes (what is uploaded)."""
+    import tempfile
+
+    import onnx
+
+    from edgeprune.deploy.tvm import build, export_library
+
+    def to_payload(onnx_bytes: bytes) -> bytes:
+        ex, _ = build(onnx.load_from_string(onnx_bytes), tuple(input_shape), target.tvm)
+        with tempfile.TemporaryDirectory() as d:
+            return export_library(ex, Path(d) / "m.so", target.tvm).read_bytes()
+
+    return to_payload
+
+
+def verify_on_device(pool, lib: Path, onnx_bytes: bytes, inputs: np.ndarray) -> dict:
+    """Run the library on a device of ``pool`` (real or emulated) and compare with ONNX Runtime here."""
+    from edgeprune.deploy.tvm import ATOL, RTOL
+    from edgeprune.export.onnx import ort_session
+
+    sess = ort_session(onnx_bytes, threads=1)
+    name = sess.get_inputs()[0].name
+    data = lib.read_bytes()
+
+    def fn(dev):
+        up = dev.upload(data, ".so")
+        return dev.name, dev.info, [dev.run("tvm", up, x[None]) for x in inputs]
+
+    dev_name, info, outs = pool.call(fn, "verification on the device")
+    worst, ok, agree = 0.0, True, 0
+    for x, got in zip(inputs, outs):
+        ref = sess.run(None, {name: x[None].astype(np.float32)})[0].ravel()
+        diff = np.abs(got - ref)
+        worst = max(worst, float(diff.max()))
+        ok &= bool(np.all(diff <= ATOL + RTOL * np.abs(ref)))
+        agree += int(got.argmax() == ref.argmax())
+    kind = "EMULATED device" if info.get("emulated") else "device"
+    return {"ok": ok, "method": f"on {kind} {dev_name} ({info['arch']}): TVM library vs ONNX Runtime on this machine",
+            "max_abs_diff": worst, "samples": len(inputs), "atol": ATOL, "rtol": RTOL,
+            "top1_agreement": agree / max(1, len(inputs))}
 
 
 def compare_final(meters: dict, onnx_bytes: bytes, art: TvmArtifact | None, plan: MeasurePlan, search_rt: str,
@@ -187,7 +288,7 @@ def compare_final(meters: dict, onnx_bytes: bytes, art: TvmArtifact | None, plan
     pairs = {search_rt: search_pair}
     if "tvm" in meters:
         m = meters["tvm"]
-        if art is not None and not plan.stand_in:
+        if art is not None and not plan.stand_in and plan.remote is None:
             lib = art.untuned_path or art.path
             pairs["tvm"] = m.measure_runner(m.backend.open_library(lib, example, threads=m.settings.threads),
                                             rounds=rounds) if search_rt != "tvm" or art.untuned_path else search_pair

@@ -135,8 +135,10 @@ class DevicePool:
 
     def _acquire(self) -> DeviceSession:
         while True:
+            # An idle session if there is one; else open another (up to ``size``: parallel devices);
+            # else wait for one to come back.
             try:
-                return self._idle.get(timeout=0.2)
+                return self._idle.get_nowait()
             except queue.Empty:
                 pass
             with self._lock:
@@ -145,6 +147,10 @@ class DevicePool:
                     self._count += 1
             if grow:
                 break
+            try:
+                return self._idle.get(timeout=0.2)
+            except queue.Empty:
+                pass
         try:
             return DeviceSession(self.tracker, self.key, self.session_timeout_s)
         except BaseException:

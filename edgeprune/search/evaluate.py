@@ -47,6 +47,33 @@ class CandidateEvaluator:
         return self.meter.measure(onnx_bytes, rounds=rounds)[0]
 
     def evaluate(self, candidate: Candidate) -> EvalResult:
+        return self.evaluate_many([candidate])[0]
+
+    def evaluate_many(self, candidates: list[Candidate]) -> list[EvalResult]:
+        """Evaluate candidates; their latencies are measured together when the meter can measure in
+        parallel (``measure_many``: several remote devices), else one after another."""
+        prepared = [self._prepare(c) for c in candidates]
+        t = time.perf_counter()
+        if len(prepared) > 1 and hasattr(self.meter, "measure_many"):
+            pairs = self.meter.measure_many([p[0] for p in prepared])
+            per = (time.perf_counter() - t) / len(prepared)
+            laps = [per] * len(prepared)
+        else:
+            pairs, laps = [], []
+            for p in prepared:
+                t = time.perf_counter()
+                pairs.append(self.meter.measure(p[0]))
+                laps.append(time.perf_counter() - t)
+        out = []
+        for (onnx_bytes, acc, macs, params, seconds), (m, _), lap in zip(prepared, pairs, laps):
+            seconds["latency"] = round(lap, 4)
+            ratio = float(m.ratio_to_baseline)
+            out.append(EvalResult(accuracy=acc, latency_ms=ratio * self.baseline_ms, measurement=m, macs=macs,
+                                  params=params, feasible=ratio <= self.latency_ratio, seconds=seconds))
+        return out
+
+    def _prepare(self, candidate: Candidate):
+        """Everything but the latency: (onnx bytes, accuracy, MACs, params, stage seconds)."""
         seconds: dict[str, float] = {}
         t = time.perf_counter()
 
@@ -64,10 +91,6 @@ class CandidateEvaluator:
         lap("accuracy")
         onnx_bytes, _, _ = export_verified(pruned, self.input_shape, self.calib[: self.verify_samples])
         lap("export_simplify_verify")
-        m, _ = self.meter.measure(onnx_bytes)
-        lap("latency")
         macs, params = count_macs_params(pruned, self.input_shape)
         lap("count")
-        ratio = float(m.ratio_to_baseline)
-        return EvalResult(accuracy=acc, latency_ms=ratio * self.baseline_ms, measurement=m, macs=macs,
-                          params=params, feasible=ratio <= self.latency_ratio, seconds=seconds)
+        return onnx_bytes, acc, macs, params, seconds
