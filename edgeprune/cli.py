@@ -173,6 +173,36 @@ def device_serve(tracker, key, host, port, name, allow_remote) -> None:
     serve_main(args + (["--name", name] if name else []) + (["--allow-remote"] if allow_remote else []))
 
 
+@device_group.command("emulate")
+@click.option("--arch", default="aarch64", show_default=True, help="Architecture to emulate.")
+@click.option("--tracker", default=None, metavar="HOST:PORT", help="Tracker to register with.")
+@click.option("--key", default=None, help="Device key (default: ARCH-emulated).")
+@click.option("--port", default=9095, show_default=True, type=int)
+@click.option("--prepare-only", is_flag=True, help="Prepare the emulator (qemu-user, sysroot, wheels) and exit.")
+def device_emulate(arch, tracker, key, port, prepare_only) -> None:
+    """Start an emulated ARM device (qemu-user) for numerical checks of cross-compiled artifacts.
+
+    Prepared from the package registries only (Debian's qemu-user and arm64 packages, PyPI's aarch64 wheels),
+    cached in ~/.cache/edgeprune/emulator. Its timings are marked emulated and never used as latency.
+    """
+    import os
+    import subprocess
+
+    from edgeprune.remote.emulate import prepare
+
+    emu = prepare(arch, log=lambda m: click.echo(m, err=True))
+    click.echo(f"emulator ready: {' '.join(emu.command())}", err=True)
+    if prepare_only:
+        return
+    proc = subprocess.Popen(emu.serve_command(tracker=tracker, key=key or f"{arch}-emulated", port=port),
+                            env=emu.env(), start_new_session=True)
+    try:
+        sys.exit(proc.wait())
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+
+
 @device_group.command("list")
 @click.option("--tracker", default="127.0.0.1:9190", show_default=True, metavar="HOST:PORT")
 @click.option("--json", "as_json", is_flag=True)

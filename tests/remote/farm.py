@@ -46,6 +46,15 @@ class Farm:
                            "--port", str(port), "--name", name, *extra])
         self._wait(lambda: name_registered(self.tracker, key, port), f"device {name}")
 
+    def add_emulated_device(self, name: str, key: str, emulator) -> None:
+        """A device server under qemu-user (``emulator`` from ``edgeprune.remote.emulate.prepare``)."""
+        port = free_port()
+        p = subprocess.Popen(emulator.serve_command(tracker=self.tracker, key=key, port=port, name=name),
+                             env=emulator.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+        self.procs[name] = p
+        self._wait(lambda: name_registered(self.tracker, key, port), f"emulated device {name}", timeout=240)
+
     def kill(self, name: str) -> None:
         os.killpg(self.procs[name].pid, signal.SIGKILL)
         self.procs[name].wait()
