@@ -16,7 +16,7 @@ from edgeprune.config import CompileConfig, LatencyTarget
 from edgeprune.data import load_data
 from edgeprune.deploy.stage import (build_artifact, check_tvm_importable, compare_final, deploy_runtimes,
                                     measuring_profile, open_meters, tvm_skip_reason)
-from edgeprune.errors import DataError, InfeasibleTargetError, InputShapeError, Interrupted, RunStoreError, TargetError
+from edgeprune.errors import DataError, DeviceError, InfeasibleTargetError, InputShapeError, Interrupted, RunStoreError, TargetError
 from edgeprune.export.onnx import export_verified
 from edgeprune.latency import LatencyMeter
 from edgeprune.model.evaluate import accuracy, count_macs_params
@@ -286,6 +286,11 @@ def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, comma
     is_feasible = getattr(agent, "feasible", _feasible)
     try:
         outcome = search(agent, evaluator, store, run_id, cfg.budget, rep, is_feasible)
+    except DeviceError as e:
+        n = len(store.evaluations(run_id))
+        store.close()
+        raise DeviceError(f"{e}. {n} evaluations are stored in {store.path}; when the devices are back, continue "
+                          f"with the same command plus --resume {run_id}") from None
     except KeyboardInterrupt:
         n = len(store.evaluations(run_id))
         store.close()

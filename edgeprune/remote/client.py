@@ -66,6 +66,8 @@ class DeviceSession:
         from tvm import rpc
 
         host, port = parse_addr(tracker)
+        if devices_for(tracker, key) == 0:  # fail fast instead of waiting in the tracker's queue
+            raise DeviceError(f"no device is registered under key {key!r} at tracker {tracker}")
         self.remote = _with_timeout(lambda: rpc.connect_tracker(host, port).request(
             key, priority=1, session_timeout=int(session_timeout_s), max_retry=1), request_timeout_s,
             f"no device of key {key!r} became free at tracker {tracker} within {request_timeout_s:.0f} s")

@@ -7,8 +7,9 @@ that inherits the functions registered here:
 
 - ``edgeprune.device_info() -> str``: JSON with the device name, architecture, runtimes and whether it is emulated.
 - ``edgeprune.measure(kind, candidate, baseline, plan) -> str``: times an uploaded model interleaved with the
-  uploaded baseline in rounds (``kind`` "onnx": ONNX Runtime; "tvm": a compiled library in a Relax VM);
-  returns JSON with both pooled per-run times in ms. Sessions stay open for the RPC session.
+  uploaded baseline in rounds (``kind`` "onnx": ONNX Runtime, timed per call; "tvm": a compiled library in a
+  Relax VM, timed by TVM's ``time_evaluator``); returns JSON with both pooled per-run times in ms. Models
+  stay open for the RPC session.
 - ``edgeprune.run(kind, model, input, shape) -> bytes``: outputs for one float32 input, for numerical checks.
 
 Security: TVM RPC has no authentication and runs uploaded code. ``serve`` binds 127.0.0.1 unless told
@@ -76,14 +77,32 @@ def _open(kind: str, name: str, shape: tuple[int, ...], threads: int):
         tvm_ffi.get_global_func("runtime.config_threadpool")(0, threads)
         dev = tvm.cpu()
         vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(path), dev)
-        main, xt = vm["main"], tvm.runtime.tensor(x, dev)
+        xt = tvm.runtime.tensor(x, dev)
 
-        def run() -> None:
-            main(xt)
+        def run(repeat: int | None = None):
+            # TVM's own timer, one inference per sample: per-run times in ms for ``repeat`` runs.
+            te = vm.time_evaluator("main", dev, number=1, repeat=repeat or 1)
+            res = te(xt).results
+            return None if repeat is None else [r * 1e3 for r in res]
     else:
         raise ValueError(f"unknown model kind {kind!r}; expected 'onnx' or 'tvm'")
     _OPEN[key] = run
     return run
+
+
+def _interleave_te(runners, rounds: int, per_round: int, warmup: int):
+    """As ``meter._interleave`` for TVM modules timed by ``time_evaluator``: models take turns each round
+    (order alternating), each round ``per_round`` single-inference samples. Returns per-run ms arrays."""
+    import numpy as np
+
+    for run in runners:
+        run(warmup) if warmup else None
+    times = [[] for _ in runners]
+    for r in range(rounds):
+        order = range(len(runners)) if r % 2 == 0 else reversed(range(len(runners)))
+        for i in order:
+            times[i].extend(runners[i](per_round))
+    return [np.asarray(t) for t in times]
 
 
 def register(name: str, *, emulated: bool = False) -> None:
@@ -105,7 +124,10 @@ def register(name: str, *, emulated: bool = False) -> None:
         shape = tuple(p["shape"])
         runners = [_open(kind, candidate, shape, p["threads"]), _open(kind, baseline, shape, p["threads"])]
         t0 = time.perf_counter()
-        cand, base = _interleave(runners, p["rounds"], p["runs_per_round"], p["warmup"])
+        if kind == "tvm":
+            cand, base = _interleave_te(runners, p["rounds"], p["runs_per_round"], p["warmup"])
+        else:
+            cand, base = _interleave(runners, p["rounds"], p["runs_per_round"], p["warmup"])
         return json.dumps({"candidate_ms": cand.tolist(), "baseline_ms": base.tolist(), "device": info,
                            "version": _runtimes().get("onnxruntime" if kind == "onnx" else "tvm", "?"),
                            "seconds": time.perf_counter() - t0})

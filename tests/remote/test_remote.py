@@ -102,3 +102,56 @@ def test_compile_measured_remotely_completes_when_a_device_dies(farm, tmp_path):
     assert devices == {"dev-a", "dev-b"}  # both measured before the kill; dev-b carried on
     assert report["deploy"]["remote"]["parallel"] == 2
     assert "over TVM RPC" in report["target"]["where_measured"]
+
+
+def test_tvm_libraries_are_timed_on_the_device_with_time_evaluator(farm, tiny_bytes):
+    from edgeprune.deploy.stage import _cross_compiler
+    from edgeprune.targets import load_target
+
+    pool = DevicePool(farm.tracker, "testdev")
+    meter = RemoteMeter(pool, "tvm", tiny_bytes, (1, 3, 32, 32), MeasureSettings(warmup=1, rounds=3, runs_per_round=4),
+                        "farm", to_payload=_cross_compiler(load_target("host"), (3, 32, 32)))
+    cand, base = meter.measure(tiny_bytes)
+    assert cand.backend == "tvm" and cand.backend_version.startswith("0.27") and cand.repeats == 12
+    assert 0.5 < cand.ratio_to_baseline < 2 and base.ratio_to_baseline == pytest.approx(1.0)
+
+
+def test_an_expired_session_is_reopened(farm, tiny_bytes):
+    pool = DevicePool(farm.tracker, "testdev", size=1, session_timeout_s=2, retry=RetryPolicy(retries=3, backoff_s=0.1))
+    meter = RemoteMeter(pool, "onnx", tiny_bytes, (1, 3, 32, 32), MeasureSettings(warmup=1, rounds=1, runs_per_round=2),
+                        "farm")
+    meter.measure(tiny_bytes)
+    time.sleep(3.5)  # the device ends the session after 2 s
+    cand, _ = meter.measure(tiny_bytes)
+    assert cand.repeats == 2 and len(pool.failures) >= 1
+
+
+@pytest.mark.slow
+def test_run_stops_clearly_when_every_device_is_gone_and_resumes_later(farm, resnet20_ckpt, tmp_path):
+    args = ["compile", str(resnet20_ckpt), "--target", "host", "--tracker", farm.tracker, "--device-key", "testdev",
+            "--agent", "random", "--budget", "6", "--data", "digits", "--finetune-epochs", "0", "--out", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "-m", "edgeprune.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "runs.sqlite"
+    end = time.time() + 300
+    while time.time() < end and proc.poll() is None:
+        try:
+            if sqlite3.connect(db).execute("select count(*) from evaluations").fetchone()[0] >= 2:
+                break
+        except sqlite3.Error:
+            pass
+        time.sleep(0.1)
+    farm.kill("dev-a")
+    farm.kill("dev-b")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err
+    line = [ln for ln in err.splitlines() if ln.startswith("edgeprune: error:")][0]
+    assert "--resume" in line and "Traceback" not in err
+    run_id = line.split("--resume ")[1].split()[0]
+    stored = sqlite3.connect(db).execute("select count(*) from evaluations").fetchone()[0]
+    assert stored >= 2
+    farm.add_device("dev-c", "testdev")
+    r = run_cli(*args, "--resume", run_id, "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "resnet20" / "report.json").read_text())
+    assert report["search"]["evaluations"] == 6 and report["search"]["evaluated_this_session"] == 6 - stored
