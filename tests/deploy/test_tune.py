@@ -1,29 +1,34 @@
-"""MetaSchedule tuning: a tuned library that still matches ONNX Runtime, and a database reused next time."""
+"""MetaSchedule tuning through the pipeline: a verified tuned library, tuned vs untuned vs ONNX Runtime in
+the report, and a database reused by the next run."""
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from torch import nn
+import json
+import os
 
-from edgeprune.deploy.tune import tune
-from edgeprune.deploy.tvm import export_library, verify_against_ort
-from edgeprune.export.onnx import export, simplify
-from edgeprune.targets import load_target
+import pytest
+
+from tests.conftest import run_cli
 
 
-def test_tuning_verifies_and_reuses_its_database(tmp_path):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                          nn.Flatten(), nn.Linear(8, 4)).eval()
-    proto, _ = simplify(export(model, (3, 16, 16)))
-    settings = load_target("host").tvm
-    ex, first = tune(proto, (3, 16, 16), settings, trials=8, db_dir=tmp_path / "db")
-    assert first.tasks >= 1 and first.tasks_from_database == 0
-    lib = export_library(ex, tmp_path / "t.so", settings)
-    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
-    assert verify_against_ort(lib, proto.SerializeToString(), x)["ok"]
-    # Same workloads again: every task comes from the database and no trial runs.
-    _, second = tune(proto, (3, 16, 16), settings, trials=8, db_dir=tmp_path / "db")
-    assert second.tasks_from_database == second.tasks == first.tasks
-    assert second.seconds < first.seconds
+@pytest.mark.slow
+def test_tune_trials_tunes_verifies_compares_and_reuses_the_database(tiny_ckpt, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEPRUNE_TUNING_DB", str(tmp_path / "tuning"))
+    args = ["compile", str(tiny_ckpt), "--target", "host", "--latency-target", "0.9x", "--agent", "uniform",
+            "--budget", "2", "--data", "digits", "--finetune-epochs", "0", "--tune-trials", "8", "--json"]
+    r = run_cli(*args, "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    json.loads(r.stdout)  # MetaSchedule's console logs must not leak into --json output
+    report = json.loads((tmp_path / "a" / "tiny" / "report.json").read_text())
+    d = report["deploy"]
+    assert set(d["runtimes"]) == {"onnxruntime", "tvm", "tvm-tuned"}
+    tuning = d["tvm"]["tuning"]
+    assert tuning["tasks"] >= 1 and tuning["tasks_from_database"] == 0 and tuning["trials_requested"] == 8
+    assert d["tvm"]["verification"]["ok"] and d["deployed_runtime"] in ("onnxruntime", "tvm-tuned")
+    assert os.path.isdir(tuning["database"]) and tuning["database"].startswith(str(tmp_path / "tuning"))
+    # The same final model again: every task comes from the database, no trial runs.
+    r = run_cli(*args, "--out", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    again = json.loads((tmp_path / "b" / "tiny" / "report.json").read_text())["deploy"]["tvm"]["tuning"]
+    assert again["tasks_from_database"] == again["tasks"] == tuning["tasks"]
+    assert again["seconds"] < tuning["seconds"]

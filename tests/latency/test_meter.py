@@ -34,15 +34,20 @@ def test_unknown_backend():
         get_backend("nope")
 
 
-def test_interleaved_measurement_ranks_a_much_smaller_model_faster():
-    """Correctness of the meter, not a speed test: a model with ~1/10 of the MACs must not be measured
-    slower than its parent, and the parent against itself must come out near 1."""
+def _resnet20_and_smallest():
+    """ONNX bytes of a seeded ResNet-20 and of its narrowest pruning (~1/10 of the MACs), and inputs."""
     model = resnet20().eval()
     x = torch.randn(4, *SHAPE)
     base, _, _ = export_verified(model, SHAPE, x)
     a = analyse(model, SHAPE)
     small, _ = prune(model, SHAPE, a, tuple(g.choices[0] for g in a.groups))
-    small_bytes, _, _ = export_verified(small, SHAPE, x)
+    return base, export_verified(small, SHAPE, x)[0], x
+
+
+def test_interleaved_measurement_ranks_a_much_smaller_model_faster():
+    """Correctness of the meter, not a speed test: a model with ~1/10 of the MACs must not be measured
+    slower than its parent, and the parent against itself must come out near 1."""
+    base, small_bytes, x = _resnet20_and_smallest()
     meter = LatencyMeter(get_backend("onnxruntime"), base, x[:1].numpy(), MeasureSettings(rounds=6), "host")
     m_small, m_base = meter.measure(small_bytes)
     m_self, _ = meter.measure(base)
@@ -54,12 +59,7 @@ def test_interleaved_measurement_ranks_a_much_smaller_model_faster():
 
 def test_tvm_backend_times_compiled_models_in_the_same_rounds():
     """The TVM backend compiles each model for this CPU; a pruned ResNet-20 must measure faster than its parent."""
-    model = resnet20().eval()
-    x = torch.randn(2, *SHAPE)
-    base, _, _ = export_verified(model, SHAPE, x)
-    a = analyse(model, SHAPE)
-    small, _ = prune(model, SHAPE, a, tuple(g.choices[0] for g in a.groups))
-    small_bytes, _, _ = export_verified(small, SHAPE, x)
+    base, small_bytes, x = _resnet20_and_smallest()
     settings = MeasureSettings(warmup=2, rounds=3, runs_per_round=3)
     meter = LatencyMeter(get_backend("tvm"), base, x[:1].numpy(), settings, "host")
     m_small, m_base = meter.measure(small_bytes)

@@ -20,6 +20,20 @@ from tests.conftest import ROOT, run_cli, tiny_resnet
 from tests.remote.farm import Farm, free_port
 
 
+def _stored(db) -> int:
+    try:
+        return sqlite3.connect(db).execute("select count(*) from evaluations").fetchone()[0]
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def _wait_for_evaluations(proc, db, n: int, timeout: float = 300) -> None:
+    """Until the running compile ``proc`` has stored ``n`` evaluations in the run store ``db``."""
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None and _stored(db) < n:
+        time.sleep(0.1)
+
+
 @pytest.fixture()
 def farm():
     f = Farm()
@@ -85,14 +99,7 @@ def test_compile_measured_remotely_completes_when_a_device_dies(farm, tmp_path):
             "--finetune-epochs", "0", "--out", str(tmp_path), "--json"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = tmp_path / "runs.sqlite"
-    end = time.time() + 300
-    while time.time() < end and proc.poll() is None:
-        try:
-            if sqlite3.connect(db).execute("select count(*) from evaluations").fetchone()[0] >= 2:
-                break
-        except sqlite3.Error:
-            pass
-        time.sleep(0.2)
+    _wait_for_evaluations(proc, db, 2)
     farm.kill("dev-a")
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
@@ -133,14 +140,7 @@ def test_run_stops_clearly_when_every_device_is_gone_and_resumes_later(farm, res
     proc = subprocess.Popen([sys.executable, "-m", "edgeprune.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     db = tmp_path / "runs.sqlite"
-    end = time.time() + 300
-    while time.time() < end and proc.poll() is None:
-        try:
-            if sqlite3.connect(db).execute("select count(*) from evaluations").fetchone()[0] >= 2:
-                break
-        except sqlite3.Error:
-            pass
-        time.sleep(0.1)
+    _wait_for_evaluations(proc, db, 2)
     farm.kill("dev-a")
     farm.kill("dev-b")
     _, err = proc.communicate(timeout=300)
@@ -148,7 +148,7 @@ def test_run_stops_clearly_when_every_device_is_gone_and_resumes_later(farm, res
     line = [ln for ln in err.splitlines() if ln.startswith("edgeprune: error:")][0]
     assert "--resume" in line and "Traceback" not in err
     run_id = line.split("--resume ")[1].split()[0]
-    stored = sqlite3.connect(db).execute("select count(*) from evaluations").fetchone()[0]
+    stored = _stored(db)
     assert stored >= 2
     farm.add_device("dev-c", "testdev")
     r = run_cli(*args, "--resume", run_id, "--json")

@@ -27,8 +27,17 @@ def test_device_profiles(name, arch, kind, cc):
 def test_unreachable_target_needs_a_stand_in():
     from edgeprune.deploy.stage import measuring_profile
 
+    remote = measuring_profile(load_target("rpi4"), None)  # its profile names a tracker and key
+    assert remote.remote.key == "rpi4" and remote.remote.tracker == "127.0.0.1:9190" and not remote.stand_in
+    over = measuring_profile(load_target("rpi4"), None, tracker="10.0.0.5:9000", device_key="pi-farm")
+    assert over.remote.tracker == "10.0.0.5:9000" and over.remote.key == "pi-farm"
+    board = load_target("rpi4")
+    import dataclasses
+
+    from edgeprune.targets.profile import Connection
+
     with pytest.raises(TargetError, match="--measure-on host"):
-        measuring_profile(load_target("rpi4"), None)
+        measuring_profile(dataclasses.replace(board, connection=Connection()), None)
     plan = measuring_profile(load_target("rpi4"), "host")
     assert plan.stand_in and plan.profile.name == "host" and "STAND-IN" in plan.where and "rpi4" in plan.where
     with pytest.raises(TargetError, match="not this machine"):
