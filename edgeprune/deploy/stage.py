@@ -147,8 +147,8 @@ def build_artifact(model_proto, input_shape: tuple[int, ...], onnx_bytes: bytes,
         if not verdict["ok"]:
             raise VerificationError(f"the TVM library differs from ONNX Runtime by up to {verdict['max_abs_diff']:.2e} "
                                     f"(tolerance {verdict['atol']} + {verdict['rtol']}*|x|); not written")
-    elif device_pool is not None and kind == "llvm":
-        verdict = verify_on_device(device_pool, path, onnx_bytes, inputs)
+    elif device_pool is not None and kind in ("llvm", "cuda"):
+        verdict = verify_on_device(device_pool, path, onnx_bytes, inputs, _device_kind(target))
         if not verdict["ok"]:
             raise VerificationError(f"the TVM library differs on the device from ONNX Runtime by up to "
                                     f"{verdict['max_abs_diff']:.2e}; not written")
@@ -219,7 +219,8 @@ def _remote_meters(plan: MeasurePlan, runtimes, base_bytes, example, parallel, t
         kind = "onnx" if rt == "onnxruntime" else "tvm"
         try:
             meters[rt] = RemoteMeter(pool, kind, base_bytes, example.shape, plan.profile.measurement, plan.where,
-                                     to_payload=None if kind == "onnx" else _cross_compiler(target, example.shape[1:]))
+                                     to_payload=None if kind == "onnx" else _cross_compiler(target, example.shape[1:]),
+                                     device=_device_kind(target), providers=target.providers)
         except DeviceError as e:
             if len(runtimes) == 1 or "emulated" in str(e):
                 raise
@@ -231,6 +232,11 @@ def _remote_meters(plan: MeasurePlan, runtimes, base_bytes, example, parallel, t
         rep.info(f"measuring on {n} device(s) of key {conn.key} at {conn.tracker} ({info['name']}, {info['arch']}; "
                  f"runtimes {info.get('runtimes')}), up to {pool.size} at once")
     return meters
+
+
+def _device_kind(target: TargetProfile) -> str:
+    """Where a TVM library for the target runs on the device: "cuda" for a CUDA target, else "cpu"."""
+    return "cuda" if target.tvm is not None and target.tvm.target["kind"] == "cuda" else "cpu"
 
 
 def _cross_compiler(target: TargetProfile, input_shape):
@@ -249,7 +255,7 @@ def _cross_compiler(target: TargetProfile, input_shape):
     return to_payload
 
 
-def verify_on_device(pool, lib: Path, onnx_bytes: bytes, inputs: np.ndarray) -> dict:
+def verify_on_device(pool, lib: Path, onnx_bytes: bytes, inputs: np.ndarray, device: str = "cpu") -> dict:
     """Run the library on a device of ``pool`` (real or emulated) and compare with ONNX Runtime here."""
     from edgeprune.deploy.tvm import ATOL, RTOL
     from edgeprune.export.onnx import ort_session
@@ -260,7 +266,7 @@ def verify_on_device(pool, lib: Path, onnx_bytes: bytes, inputs: np.ndarray) -> 
 
     def fn(dev):
         up = dev.upload(data, ".so")
-        return dev.name, dev.info, [dev.run("tvm", up, x[None]) for x in inputs]
+        return dev.name, dev.info, [dev.run("tvm", up, x[None], device) for x in inputs]
 
     dev_name, info, outs = pool.call(fn, "verification on the device")
     worst, ok, agree = 0.0, True, 0

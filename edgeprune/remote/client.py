@@ -90,9 +90,9 @@ class DeviceSession:
     def measure(self, kind: str, candidate: str, baseline: str, plan: dict) -> dict:
         return json.loads(self._measure(kind, candidate, baseline, json.dumps(plan)))
 
-    def run(self, kind: str, model: str, x: np.ndarray) -> np.ndarray:
+    def run(self, kind: str, model: str, x: np.ndarray, device: str = "cpu") -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        out = bytes(self._run(kind, model, bytearray(x.tobytes()), json.dumps(list(x.shape))))
+        out = bytes(self._run(kind, model, bytearray(x.tobytes()), json.dumps(list(x.shape)), device))
         return np.frombuffer(out, dtype=np.float32)
 
 
@@ -200,13 +200,16 @@ class DevicePool:
 class RemoteMeter:
     """Times models on devices of one key, each interleaved with the baseline on the same device.
 
-    ``kind``: "onnx" (ONNX Runtime on the device) or "tvm" (``to_payload`` turns ONNX bytes into the
-    library for the device, e.g. a cross-compiled .so). ``example_shape`` is the input shape (1×C×H×W).
+    ``kind``: "onnx" (ONNX Runtime on the device, with the first of ``providers`` it has) or "tvm"
+    (``to_payload`` turns ONNX bytes into the library for the device, e.g. a cross-compiled .so, run on
+    ``device`` "cpu" or "cuda"). ``example_shape`` is the input shape (1×C×H×W).
     """
 
     def __init__(self, pool: DevicePool, kind: str, base_bytes: bytes, example_shape: tuple[int, ...],
-                 settings: MeasureSettings, where: str, to_payload: Callable[[bytes], bytes] | None = None):
+                 settings: MeasureSettings, where: str, to_payload: Callable[[bytes], bytes] | None = None,
+                 device: str = "cpu", providers: tuple[str, ...] = ("CPUExecutionProvider",)):
         self.pool, self.kind, self.settings, self.where = pool, kind, settings, where
+        self.device, self.providers = device, list(providers)
         self.to_payload = to_payload or (lambda b: b)
         self.suffix = ".onnx" if kind == "onnx" else ".so"
         self.shape = tuple(example_shape)
@@ -223,7 +226,7 @@ class RemoteMeter:
     def _plan(self, rounds: int) -> dict:
         s = self.settings
         return {"shape": list(self.shape), "threads": s.threads, "rounds": rounds, "runs_per_round": s.runs_per_round,
-                "warmup": s.warmup}
+                "warmup": s.warmup, "device": self.device, "providers": self.providers}
 
     def _time(self, payload: bytes, rounds: int, what: str) -> tuple[Measurement, Measurement]:
         def fn(sess: DeviceSession):

@@ -10,7 +10,8 @@ that inherits the functions registered here:
   uploaded baseline in rounds (``kind`` "onnx": ONNX Runtime, timed per call; "tvm": a compiled library in a
   Relax VM, timed by TVM's ``time_evaluator``); returns JSON with both pooled per-run times in ms. Models
   stay open for the RPC session.
-- ``edgeprune.run(kind, model, input, shape) -> bytes``: outputs for one float32 input, for numerical checks.
+- ``edgeprune.run(kind, model, input, shape, device) -> bytes``: outputs for one float32 input, for numerical
+  checks (``device`` "cpu" or "cuda" for a TVM library).
 
 Security: TVM RPC has no authentication and runs uploaded code. ``serve`` binds 127.0.0.1 unless told
 otherwise with ``allow_remote``; see the README's trust model.
@@ -48,11 +49,25 @@ def _workpath(name: str) -> str:
     return str(tvm_ffi.get_global_func("tvm.rpc.server.workpath")(name))
 
 
-def _open(kind: str, name: str, shape: tuple[int, ...], threads: int):
+def _tvm_device(device: str):
+    import tvm
+
+    return tvm.cuda() if device == "cuda" else tvm.cpu()
+
+
+def _providers(wanted) -> list[str]:
+    """The execution providers asked for that this ONNX Runtime build has, in the order asked."""
+    import onnxruntime as ort
+
+    have = set(ort.get_available_providers())
+    return [p for p in (wanted or []) if p in have] or ["CPUExecutionProvider"]
+
+
+def _open(kind: str, name: str, shape: tuple[int, ...], threads: int, device: str = "cpu", providers=None):
     """A function that runs one inference of the uploaded model ``name`` on a fixed random input."""
     import numpy as np
 
-    key = (kind, name, threads)
+    key = (kind, name, threads, device, tuple(providers or ()))
     if key in _OPEN:
         return _OPEN[key]
     path = _workpath(name)
@@ -64,7 +79,7 @@ def _open(kind: str, name: str, shape: tuple[int, ...], threads: int):
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(path, so, providers=_providers(providers))
         feed = {sess.get_inputs()[0].name: x}
         run_ = sess.run
 
@@ -75,7 +90,7 @@ def _open(kind: str, name: str, shape: tuple[int, ...], threads: int):
         import tvm_ffi
 
         tvm_ffi.get_global_func("runtime.config_threadpool")(0, threads)
-        dev = tvm.cpu()
+        dev = _tvm_device(device)
         vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(path), dev)
         xt = tvm.runtime.tensor(x, dev)
 
@@ -122,7 +137,8 @@ def register(name: str, *, emulated: bool = False) -> None:
     def measure(kind: str, candidate: str, baseline: str, plan: str) -> str:
         p = json.loads(plan)
         shape = tuple(p["shape"])
-        runners = [_open(kind, candidate, shape, p["threads"]), _open(kind, baseline, shape, p["threads"])]
+        opts = (p["threads"], p.get("device", "cpu"), p.get("providers"))
+        runners = [_open(kind, candidate, shape, *opts), _open(kind, baseline, shape, *opts)]
         t0 = time.perf_counter()
         if kind == "tvm":
             cand, base = _interleave_te(runners, p["rounds"], p["runs_per_round"], p["warmup"])
@@ -133,7 +149,7 @@ def register(name: str, *, emulated: bool = False) -> None:
                            "seconds": time.perf_counter() - t0})
 
     @tvm_ffi.register_global_func("edgeprune.run", override=True)
-    def run(kind: str, model: str, x: bytes, shape: str) -> bytes:
+    def run(kind: str, model: str, x: bytes, shape: str, device: str) -> bytes:
         import numpy as np
 
         arr = np.frombuffer(bytes(x), dtype=np.float32).reshape(json.loads(shape))
@@ -146,7 +162,7 @@ def register(name: str, *, emulated: bool = False) -> None:
         else:
             import tvm
 
-            dev = tvm.cpu()
+            dev = _tvm_device(device)
             vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(path), dev)
             out = vm["main"](tvm.runtime.tensor(arr, dev))
             out = (out[0] if not hasattr(out, "numpy") else out).numpy()
