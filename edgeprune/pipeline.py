@@ -196,19 +196,18 @@ def _verify_pool(cfg: CompileConfig, plan, meters: dict, rep: Reporter):
 
 
 def deploy_stage(cfg: CompileConfig, profile, plan, meters: dict, search_rt: str, onnx_bytes: bytes, final: dict,
-                 shape, calib, work: Path, rep: Reporter) -> dict:
+                 shape, calib, work: Path, rep: Reporter, tvm_problem: str | None) -> dict:
     """Compile the final model with TVM for the target (checked, verified where it runs here, tuned on
     request) and time it in every deployable runtime. The library stays in ``work`` until the report is written."""
     import onnx
 
     art = None
-    if "tvm" in meters:
+    if "tvm" in deploy_runtimes(profile, tvm_problem):  # built for the device whoever measures
         rep.info(f"compiling the final model with TVM for {profile.name}")
         art = build_artifact(onnx.load_from_string(onnx_bytes), shape, onnx_bytes, profile,
                              calib[:TVM_VERIFY_SAMPLES].numpy(), work, tune_trials=cfg.tune_trials, seed=cfg.seed, rep=rep,
                              device_pool=_verify_pool(cfg, plan, meters, rep))
-    skip = None if art else (tvm_skip_reason(profile) or ("the profile's runtime is onnxruntime" if profile.backend ==
-                                                         "onnxruntime" else "TVM cannot import the model"))
+    skip = None if art else (tvm_skip_reason(profile) or tvm_problem or "the profile's runtime is onnxruntime")
     search_pair = (Measurement.from_dict(final["latency"]), Measurement.from_dict(final["baseline_latency_same_run"]))
     rounds = plan.profile.measurement.rounds
     cmp = compare_final(meters, onnx_bytes, art, plan, search_rt, search_pair, calib[:1].numpy(), rounds, profile.backend)
@@ -231,9 +230,10 @@ def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, comma
     torch.manual_seed(cfg.seed)
     profile = load_target(cfg.target)
     plan = measuring_profile(profile, cfg.measure_on, tracker=cfg.tracker, device_key=cfg.device_key)
-    if cfg.tune_trials and plan.stand_in:
-        raise TargetError(f"--tune-trials tunes on the device itself; target {profile.name} is not this machine, and "
-                          f"tuning on the stand-in would tune for the wrong CPU")
+    if cfg.tune_trials and (plan.stand_in or plan.remote is not None or not profile.is_local):
+        raise TargetError(f"--tune-trials tunes on this machine, so only for a target that is this machine; target "
+                          f"{profile.name} is not (tuning on a stand-in would tune for the wrong CPU, and tuning "
+                          f"through TVM RPC devices is not supported yet)")
     if profile.unsupported:
         rep.warn(f"{profile.name}: {profile.unsupported}")
     target = LatencyTarget.parse(cfg.latency_target)
@@ -331,7 +331,8 @@ def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, comma
                  f"the target {ratio:.3f}x; it was chosen at {res.measurement.ratio_to_baseline:.3f}x")
     onnx_bytes = final.pop("onnx_bytes")
     with tempfile.TemporaryDirectory(prefix="edgeprune-deploy-") as work:
-        deploy = deploy_stage(cfg, profile, plan, meters, search_rt, onnx_bytes, final, shape, calib, Path(work), rep)
+        deploy = deploy_stage(cfg, profile, plan, meters, search_rt, onnx_bytes, final, shape, calib, Path(work), rep,
+                              tvm_problem)
         deploy["search_runtime"], deploy["baseline_per_runtime"] = search_rt, runtime_choice
         report = write_outputs(status="ok", final=final, pruned=pruned, history=history, onnx_bytes=onnx_bytes,
                                deploy=deploy, **common)
