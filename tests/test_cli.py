@@ -207,9 +207,13 @@ def test_run_killed_half_way_resumes_without_reevaluating(resnet20_ckpt, tmp_pat
     _one_clean_error_line(r, "different settings")
 
 
-def test_targets_lists_host():
+def test_targets_lists_every_profile_with_runtime_and_reach():
     r = run_cli("targets")
-    assert r.returncode == 0 and r.stdout.startswith("host") and "onnxruntime" in r.stdout
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line for line in r.stdout.splitlines()}
+    assert set(rows) >= {"host", "rpi4", "rpi5", "arm64-linux", "jetson-nano", "jetson-orin-nano"}
+    assert "auto" in rows["host"] and "local" in rows["host"] and "onnxruntime" in rows["jetson-nano"]
+    assert "rpc:rpi4" in rows["rpi4"] and "[limited" in rows["jetson-nano"]
 
 
 @pytest.mark.slow
