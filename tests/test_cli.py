@@ -220,7 +220,10 @@ def test_targets_lists_every_profile_with_runtime_and_reach():
 def test_ctrl_c_stops_cleanly_and_names_the_run_to_resume(resnet20_ckpt, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "edgeprune.cli", "compile", str(resnet20_ckpt), "--agent", "random",
                              "--budget", "30", "--out", str(tmp_path), *FAST], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # A shell without job control starts background jobs (CI, `cmd &`) with SIGINT
+                            # ignored, and children inherit that: give the run the terminal's default.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     db, run_id, deadline = tmp_path / "runs.sqlite", None, time.time() + 300
     while time.time() < deadline and not (run_id and (_stored(db, run_id) or 0) >= 1):
         run_id = run_id or (db.exists() and _stored(db))
