@@ -40,7 +40,8 @@ def main() -> None:
     from edgeprune.latency import LatencyMeter, get_backend
     from edgeprune.model.load import build
     from edgeprune.model.prune import analyse, prune
-    from edgeprune.remote.client import DeviceSession, devices_for
+    from edgeprune.errors import DeviceError
+    from edgeprune.remote.client import DeviceSession, devices_for, tracker_summary
     from edgeprune.targets import load_target
 
     settings = load_target("host").measurement
@@ -58,13 +59,24 @@ def main() -> None:
     tracker = f"127.0.0.1:{a.port}"
     procs = [subprocess.Popen([sys.executable, "-m", "edgeprune.cli", "device", "tracker", "--port", str(a.port)],
                               cwd=ROOT, stderr=subprocess.DEVNULL, start_new_session=True)]
+    def wait_for(ok, what: str, timeout_s: float = 120.0) -> None:
+        # The tracker and the server import TVM first (seconds, more under load): poll, with a deadline.
+        end = time.time() + timeout_s
+        while time.time() < end:
+            try:
+                if ok():
+                    return
+            except DeviceError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"{what} did not come up in {timeout_s:.0f} s")
+
     try:
-        time.sleep(3)
+        wait_for(lambda: tracker_summary(tracker) is not None, "the tracker")
         procs.append(subprocess.Popen([sys.executable, "-m", "edgeprune.remote.serve", "--tracker", tracker, "--key",
                                        "bench", "--port", str(a.port + 10)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                       start_new_session=True))
-        while devices_for(tracker, "bench") < 1:
-            time.sleep(0.2)
+        wait_for(lambda: devices_for(tracker, "bench") >= 1, "the device server")
         t = time.perf_counter()
         sess = DeviceSession(tracker, "bench", session_timeout_s=3600)
         session_ms = (time.perf_counter() - t) * 1e3
