@@ -45,7 +45,7 @@ def main() -> None:
     meta = {"data": a.data, "val_accuracy": acc, "epochs": a.epochs, "lr": a.lr, "seed": a.seed,
             "train_seconds": round(time.time() - t0, 1), "torch": str(torch.__version__),
             "command": f"python tools/train.py {a.arch} --data {a.data} --epochs {a.epochs} --lr {a.lr} "
-                       f"--seed {a.seed} --out {a.out}"}
+                       f"--seed {a.seed} --threads {a.threads} --out {a.out}", "threads": a.threads}
     save_checkpoint(a.out, model=model, arch=a.arch, arch_kwargs=kwargs, input_shape=data.input_shape, meta=meta)
     print(json.dumps(meta, indent=2))
 
