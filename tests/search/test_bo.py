@@ -108,3 +108,23 @@ def test_resumed_run_past_both_switch_points_expands_to_every_group_at_once():
     info = agent_info(agent)
     assert [s["dims"] for s in info["phase_switches"]] == [6, 12]
     assert [s["reason"] for s in info["phase_switches"]] == ["schedule", "schedule"]
+
+
+def test_bo_seeks_feasibility_while_no_point_is_feasible():
+    # A target the Sobol design misses (every group must be pruned to about a fifth): until one point meets
+    # it the agent maximises the probability of feasibility, and then it finds feasible strategies.
+    tight = 0.05
+    agent = make_agent("bo", SPACE, budget=20, seed=0, latency_ratio=tight)
+    origins, lats = [], []
+    for _ in range(20):
+        c = agent.ask()
+        r = evaluate(c)
+        agent.tell(c, r)
+        origins.append(c.origin)
+        lats.append(r.latency_ms)
+    n_init = agent.n_init
+    assert min(lats[:n_init]) > tight, "the test needs a design with no feasible point"
+    assert "feasibility" in origins[n_init]
+    assert min(lats) <= tight
+    first = next(i for i, v in enumerate(lats) if v <= tight)
+    assert all("feasibility" not in o for o in origins[first + 1:])

@@ -93,6 +93,10 @@ class BOAgent:
     def feasible(self, result: EvalResult) -> bool:
         return self.constraint_value(result) <= self.target
 
+    @property
+    def any_feasible(self) -> bool:
+        return any(c <= self.target for c in self.con)
+
     def tell(self, candidate: Candidate, result: EvalResult) -> None:
         keep = np.asarray(candidate.keep if candidate.keep else [w / g.full for w, g in zip(candidate.widths, self.space.groups)])
         self.keeps.append(keep)
@@ -151,13 +155,16 @@ class BOAgent:
             xs = self._sobol(min(self.batch, self.n_init - n), n)
             self.pending = [self._candidate(x, f"sobol {n + i}") for i, x in enumerate(xs)]
         else:
+            acq = "" if self.any_feasible else ", feasibility"
             xs = self._propose()
-            self.pending = [self._candidate(x, f"bo phase {self.phase_idx} ({self.phase.dim}-d)") for x in xs]
+            self.pending = [self._candidate(x, f"bo phase {self.phase_idx} ({self.phase.dim}-d{acq})") for x in xs]
         return self.pending.pop(0)
 
     def _propose(self) -> np.ndarray:
-        """q points (q × d, unit cube) maximising qLogNEI of accuracy s.t. constraint ≤ target."""
-        from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+        """q points (q × d, unit cube) maximising qLogNEI of accuracy s.t. constraint ≤ target, or, while no
+        observation is feasible, the log probability of feasibility: with every point infeasible qLogNEI has
+        no feasible incumbent to improve on and its values carry little signal (BoTorch warns as much)."""
+        from botorch.acquisition.logei import qLogNoisyExpectedImprovement, qLogProbabilityOfFeasibility
         from botorch.exceptions.warnings import InputDataWarning
         from botorch.acquisition.objective import GenericMCObjective
         from botorch.fit import fit_gpytorch_mll
@@ -182,12 +189,14 @@ class BOAgent:
             except Exception:  # noqa: BLE001 - a failed fit keeps the initial hyperparameters; still usable
                 pass
             target = self.target
-            acq = qLogNoisyExpectedImprovement(
-                model=model, X_baseline=X.clamp(0, 1),
-                objective=GenericMCObjective(lambda Z, X=None: Z[..., 0]),
-                constraints=[lambda Z: Z[..., 1] - target],
-                sampler=SobolQMCNormalSampler(torch.Size([128]), seed=self.seed + n),
-                prune_baseline=True)
+            constraints = [lambda Z: Z[..., 1] - target]
+            sampler = SobolQMCNormalSampler(torch.Size([128]), seed=self.seed + n)
+            if self.any_feasible:
+                acq = qLogNoisyExpectedImprovement(
+                    model=model, X_baseline=X.clamp(0, 1), objective=GenericMCObjective(lambda Z, X=None: Z[..., 0]),
+                    constraints=constraints, sampler=sampler, prune_baseline=True)
+            else:
+                acq = qLogProbabilityOfFeasibility(model=model, constraints=constraints, sampler=sampler)
             bounds = torch.stack([torch.zeros(d, dtype=torch.double), torch.ones(d, dtype=torch.double)])
             cand, _ = optimize_acqf(acq, bounds=bounds, q=self.batch, num_restarts=8, raw_samples=256,
                                     options={"seed": self.seed + n, "maxiter": 100})
