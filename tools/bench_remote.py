@@ -59,6 +59,7 @@ def main() -> None:
     tracker = f"127.0.0.1:{a.port}"
     procs = [subprocess.Popen([sys.executable, "-m", "edgeprune.cli", "device", "tracker", "--port", str(a.port)],
                               cwd=ROOT, stderr=subprocess.DEVNULL, start_new_session=True)]
+
     def wait_for(ok, what: str, timeout_s: float = 120.0) -> None:
         # The tracker and the server import TVM first (seconds, more under load): poll, with a deadline.
         end = time.time() + timeout_s

@@ -155,9 +155,9 @@ class BOAgent:
             xs = self._sobol(min(self.batch, self.n_init - n), n)
             self.pending = [self._candidate(x, f"sobol {n + i}") for i, x in enumerate(xs)]
         else:
-            acq = "" if self.any_feasible else ", feasibility"
+            how = "" if self.any_feasible else ", feasibility"
             xs = self._propose()
-            self.pending = [self._candidate(x, f"bo phase {self.phase_idx} ({self.phase.dim}-d{acq})") for x in xs]
+            self.pending = [self._candidate(x, f"bo phase {self.phase_idx} ({self.phase.dim}-d{how})") for x in xs]
         return self.pending.pop(0)
 
     def _propose(self) -> np.ndarray:
