@@ -2,6 +2,7 @@
 
     python tools/bench_search.py --quick          # ResNet-20, all agents, 2 seeds, budget 16 (~15 min)
     python tools/bench_search.py --models resnet20,resnet56,mobilenet_v2 --seeds 3 --budget 40
+    python tools/bench_search.py --models resnet56 --seeds 2 --results runs.jsonl   # resumable: re-run to go on
 
 Each run is a full ``edgeprune compile`` (library call) into a temporary folder. Models are the trained
 checkpoints in examples/ (ResNet-20, ResNet-56, MobileNetV2); another zoo model is trained on first use with
@@ -17,6 +18,7 @@ that choice measures at.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -96,17 +98,33 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=1)
     ap.add_argument("--models-dir", default=str(Path.home() / ".cache" / "edgeprune" / "bench_models"))
     ap.add_argument("--quick", action="store_true", help="resnet20 only, 2 seeds, budget 16")
+    ap.add_argument("--results", help="JSON-lines file: every finished run is appended to it, and runs already "
+                    "in it (same model, agent, seed, budget, target) are not run again — a long benchmark resumes")
     args = ap.parse_args()
     if args.quick:
         args.models, args.seeds, args.budget = "resnet20", 2, 16
+    conditions = {"budget": args.budget, "target": args.latency_target, "finetune_epochs": args.finetune_epochs}
+    done: dict[tuple, dict] = {}
+    if args.results and Path(args.results).exists():
+        for line in Path(args.results).read_text().splitlines():
+            r = json.loads(line)
+            if all(r.get(k) == v for k, v in conditions.items()):
+                done[(r["model"], r["agent"], r["seed"])] = r
     rows = []
     for name in args.models.split(","):
         path = model_path(name, Path(args.models_dir))
-        for agent in args.agents.split(","):
-            for seed in range(args.seeds):
+        # Seeds outermost: a benchmark stopped half-way has the same seeds for every agent.
+        for seed in range(args.seeds):
+            for agent in args.agents.split(","):
+                if (name, agent, seed) in done:
+                    rows.append(done[(name, agent, seed)])
+                    continue
                 r = one_run(path, agent, seed, args)
-                r["model"] = name
+                r.update(model=name, **conditions)
                 rows.append(r)
+                if args.results:
+                    with open(args.results, "a") as f:
+                        f.write(json.dumps(r, default=lambda o: o.item() if hasattr(o, "item") else str(o)) + "\n")
                 print(f"  {name} {agent} seed {seed}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                                 for k, v in r.items() if k not in ("agent", "seed", "model")),
                       flush=True)
