@@ -8,7 +8,8 @@ Each run is a full ``edgeprune compile`` (library call) into a temporary folder.
 checkpoints in examples/ (ResNet-20, ResNet-56, MobileNetV2); another zoo model is trained on first use with
 ``tools/train.py`` (command printed) into --models-dir.
 Columns: best feasible search accuracy (after adaptive BN, 1000 validation images; mean ± std over seeds),
-evaluations to reach 99% of that run's best, search wall time (agent overhead included), the whole run's wall
+the best feasible so far after a quarter, half and three quarters of the budget (convergence), evaluations
+to reach 99% of that run's best, search wall time (agent overhead included), the whole run's wall
 time (baseline, search, confirmation, fine-tuning, export, verification), and the final model after fine-tuning:
 accuracy on the 2000-image validation split and median latency ratio to the baseline (same run).
 ``bo-flops`` is feasible by MACs (same fraction as the latency target); its latency column shows what
@@ -73,6 +74,7 @@ def one_run(model: Path, agent: str, seed: int, args) -> dict:
     search_s = rep["search"]["wall_time_s"]
     f = rep["final"]
     return {"agent": agent, "seed": seed, "feasible": True, "best": best, "reach": reach,
+            "curve": [b if b >= 0 else None for b in best_curve],
             "search_s": search_s, "wall": rep["wall_time_s"], "final_acc": f["accuracy"],
             "final_ratio": f["latency"]["baseline_median_ratio"], "meets": f["meets_latency_target"],
             "base_acc": rep["baseline"]["accuracy"]}
@@ -126,16 +128,22 @@ def main() -> None:
                     with open(args.results, "a") as f:
                         f.write(json.dumps(r, default=lambda o: o.item() if hasattr(o, "item") else str(o)) + "\n")
                 print(f"  {name} {agent} seed {seed}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                                for k, v in r.items() if k not in ("agent", "seed", "model")),
+                                                                for k, v in r.items() if k not in ("agent", "seed", "model", "curve")),
                       flush=True)
     print(f"\nbudget {args.budget}, target {args.latency_target}, {args.seeds} seeds, fine-tune {args.finetune_epochs} epoch(s)")
-    print("| model | agent | best feasible search acc % | evals to 99% of best | search s | run wall s | final acc % | final latency ratio (median) | final meets target (p10) | infeasible runs |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    marks = sorted({max(1, args.budget // 4), args.budget // 2, 3 * args.budget // 4})
+    print("| model | agent | best feasible search acc % | " + " | ".join(f"best after {m} evals %" for m in marks)
+          + " | evals to 99% of best | search s | run wall s | final acc % | final latency ratio (median) "
+          "| final meets target (p10) | infeasible runs |")
+    print("| --- | --- | ---: | " + "---: | " * len(marks) + "---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in args.models.split(","):
         for agent in args.agents.split(","):
             rs = [r for r in rows if r["model"] == name and r["agent"] == agent]
             ok = [r for r in rs if r["feasible"]]
-            print(f"| {name} | {agent} | {fmt([r['best'] for r in ok], True, 1)} | {fmt([r['reach'] for r in ok], digits=1)} "
+            # Best feasible so far after m evaluations; a run with nothing feasible yet counts as 0.
+            at = " | ".join(fmt([(r["curve"][m - 1] or 0.0) if len(r["curve"]) >= m else r["best"] for r in ok if "curve" in r], True, 1)
+                            for m in marks)
+            print(f"| {name} | {agent} | {fmt([r['best'] for r in ok], True, 1)} | {at} | {fmt([r['reach'] for r in ok], digits=1)} "
                   f"| {fmt([r['search_s'] for r in ok], digits=0)} | {fmt([r['wall'] for r in ok], digits=0)} | {fmt([r['final_acc'] for r in ok], True, 1)} "
                   f"| {fmt([r['final_ratio'] for r in ok])} | {sum(bool(r['meets']) for r in ok)}/{len(ok)} | {len(rs) - len(ok)} |")
 
