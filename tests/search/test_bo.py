@@ -114,7 +114,8 @@ def test_bo_seeks_feasibility_while_no_point_is_feasible():
     # A target the Sobol design misses (every group must be pruned to about a fifth): until one point meets
     # it the agent maximises the probability of feasibility, and then it finds feasible strategies.
     tight = 0.05
-    agent = make_agent("bo", SPACE, budget=20, seed=0, latency_ratio=tight)
+    # uniform_init=0: the uniform steps would meet this target at once (every group at its narrowest width).
+    agent = make_agent("bo", SPACE, budget=20, seed=0, latency_ratio=tight, uniform_init=0)
     origins, lats = [], []
     for _ in range(20):
         c = agent.ask()
@@ -128,3 +129,40 @@ def test_bo_seeks_feasibility_while_no_point_is_feasible():
     assert min(lats) <= tight
     first = next(i for i, v in enumerate(lats) if v <= tight)
     assert all("feasibility" not in o for o in origins[first + 1:])
+
+
+def test_initial_design_bisects_a_uniform_keep_towards_the_target_then_explores():
+    agent = make_agent("bo", SPACE, budget=40, seed=0, latency_ratio=TARGET)
+    assert (agent.n_init, agent.uniform_init) == (8, 4)
+    told = []
+    for _ in range(agent.n_init):
+        c = agent.ask()
+        r = evaluate(c)
+        agent.tell(c, r)
+        told.append((c, r))
+    uni = told[: agent.uniform_init]
+    assert all(len(set(c.widths)) == 1 for c, _ in uni)  # one shared width: uniform strategies
+    assert uni[0][0].keep[0] == pytest.approx(TARGET)  # starts where latency ~ k² puts the target
+    feasible = [c.keep[0] for c, r in uni if r.feasible]
+    infeasible = [c.keep[0] for c, r in uni if not r.feasible]
+    assert feasible and infeasible and max(feasible) < min(infeasible)  # the bisection brackets the boundary
+    assert all(len(set(c.widths)) > 1 for c, _ in told[agent.uniform_init:])  # then Sobol points
+    # A resumed agent told the stored observations continues the bisection where it stopped.
+    resumed = make_agent("bo", SPACE, budget=40, seed=0, latency_ratio=TARGET)
+    for c, r in told[:3]:
+        resumed.tell(c, r)
+    assert resumed.ask().key == told[3][0].key
+
+
+def test_bo_flops_bisects_its_uniform_steps_on_macs():
+    # k = 0.625 everywhere: latency 0.39 (feasible at 0.5) but MACs 625 of 1000 (not feasible at 0.5).
+    c = SPACE.candidate([0.625] * SPACE.dim)
+    r = evaluate(c)
+    assert r.feasible and r.macs > 500
+    nxt = {}
+    for name in ("bo", "bo-flops"):
+        agent = make_agent(name, SPACE, budget=40, seed=0, latency_ratio=0.5)
+        agent.tell(c, r)
+        nxt[name] = agent.ask()
+        assert nxt[name].origin.startswith("uniform")
+    assert nxt["bo-flops"].keep[0] < 0.625 < nxt["bo"].keep[0]  # each bisects by its own constraint
