@@ -184,7 +184,7 @@ class BOAgent:
         observation is feasible, the log probability of feasibility: with every point infeasible qLogNEI has
         no feasible incumbent to improve on and its values carry little signal (BoTorch warns as much)."""
         from botorch.acquisition.logei import qLogNoisyExpectedImprovement, qLogProbabilityOfFeasibility
-        from botorch.exceptions.warnings import InputDataWarning
+        from botorch.exceptions.warnings import BotorchWarning, InputDataWarning
         from botorch.acquisition.objective import GenericMCObjective
         from botorch.fit import fit_gpytorch_mll
         from botorch.models import ModelListGP, SingleTaskGP
@@ -200,6 +200,10 @@ class BOAgent:
         with one_thread(), warnings.catch_warnings():
             # Observations from before a roll-back lie outside the narrowed bounds by design.
             warnings.simplefilter("ignore", InputDataWarning)
+            # BoTorch checks feasibility per posterior sample: with feasible observations near the boundary
+            # some samples have none and it falls back to a lower bound (and warns). When no *observation*
+            # is feasible this agent already proposes by probability of feasibility instead.
+            warnings.filterwarnings("ignore", "When all training points are infeasible", BotorchWarning)
             torch.manual_seed(self.seed * 100_003 + n)
             models = [SingleTaskGP(X, Y[:, i : i + 1], outcome_transform=Standardize(m=1)) for i in range(2)]
             model = ModelListGP(*models)
