@@ -75,5 +75,5 @@ def contiguous_clusters(n: int, k: int) -> np.ndarray:
 
 
 def default_clusters(n_groups: int) -> int:
-    """k ≈ √n, between 2 and 8: 3 for ResNet-20 (12 groups), 5 for MobileNetV2 (25), 6 for ResNet-56 (30)."""
+    """k ≈ √n, between 2 and 8: 3 for ResNet-20 (12 groups), 5 for MobileNetV2 (25) and ResNet-56 (30)."""
     return int(min(n_groups, max(2, min(8, round(n_groups**0.5)))))
