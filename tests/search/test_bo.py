@@ -80,6 +80,7 @@ def test_bo_plain_and_flops_variants():
     plain = make_agent("bo-plain", SPACE, budget=10, seed=0, latency_ratio=TARGET)
     assert agent_info(plain)["clusters"] == [list(range(12))] and plain.name == "bo-plain"
     flops = make_agent("bo-flops", SPACE, budget=10, seed=0, latency_ratio=0.5)
+    assert flops.constraint == "macs" and agent_info(flops)["constraint"] == "macs"
     r = evaluate(SPACE.full())
     assert flops.constraint_value(r) == pytest.approx(1.0) and not flops.feasible(r)
 
@@ -166,3 +167,4 @@ def test_bo_flops_bisects_its_uniform_steps_on_macs():
         nxt[name] = agent.ask()
         assert nxt[name].origin.startswith("uniform")
     assert nxt["bo-flops"].keep[0] < 0.625 < nxt["bo"].keep[0]  # each bisects by its own constraint
+

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from edgeprune.search.agents.base import register
+from edgeprune.search.agents.base import BaseAgent, register
 from edgeprune.search.agents.uniform import UniformAgent
 from edgeprune.search.cluster import contiguous_clusters, default_clusters, ward_clusters
 from edgeprune.search.rollback import Phase, initial_phase, narrowed_phase
@@ -45,14 +45,20 @@ def one_thread():
         torch.set_num_threads(n)
 
 
-class BOAgent:
+class BOAgent(BaseAgent):
+    """The BO agent behind ``bo``, ``bo-plain`` and ``bo-flops`` (their factories below choose the options).
+    ``constraint``: "latency" (the measured latency ratio) or "macs" (the MAC ratio to the baseline)."""
+
     name = "bo"
 
     def __init__(self, space: SearchSpace, *, budget: int, seed: int, latency_ratio: float,
                  clusters: int | None = None, rollback: bool = True, constraint: str = "latency",
                  batch: int = 1, n_init: int | None = None, stagnation: int | None = None,
                  schedule: tuple[float, float] = (0.5, 0.75), top_m: int = 10, uniform_init: int | None = None,
-                 **_ignored):
+                 name: str = "bo"):
+        if constraint not in ("latency", "macs"):
+            raise ValueError(f"constraint must be 'latency' or 'macs', not {constraint!r}")
+        self.name = name
         self.space, self.seed, self.target = space, seed, latency_ratio
         self.constraint, self.batch = constraint, max(1, batch)
         n = space.dim
@@ -97,7 +103,7 @@ class BOAgent:
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def constraint_value(self, result: EvalResult) -> float:
-        if self.constraint == "flops":
+        if self.constraint == "macs":
             return result.macs / max(1, self.space.base_macs)
         return float(result.measurement.ratio_to_baseline)
 
@@ -233,19 +239,27 @@ class BOAgent:
 
 
 @register("bo")
-def _bo(space, **kw):
-    return BOAgent(space, **kw)
+def _bo(space: SearchSpace, *, budget: int, seed: int, latency_ratio: float, clusters: int | None = None,
+        batch: int = 1, n_init: int | None = None, uniform_init: int | None = None, stagnation: int | None = None,
+        schedule: tuple[float, float] = (0.5, 0.75), top_m: int = 10) -> BOAgent:
+    """Clusters then roll-back, constrained by measured latency."""
+    return BOAgent(space, budget=budget, seed=seed, latency_ratio=latency_ratio, clusters=clusters, batch=batch,
+                   n_init=n_init, uniform_init=uniform_init, stagnation=stagnation, schedule=schedule, top_m=top_m)
 
 
 @register("bo-plain")
-def _bo_plain(space, **kw):
-    agent = BOAgent(space, **dict(kw, rollback=False, clusters=space.dim))
-    agent.name = "bo-plain"
-    return agent
+def _bo_plain(space: SearchSpace, *, budget: int, seed: int, latency_ratio: float, batch: int = 1,
+              n_init: int | None = None, uniform_init: int | None = None) -> BOAgent:
+    """Every group its own dimension from the start: no clusters, no roll-back."""
+    return BOAgent(space, budget=budget, seed=seed, latency_ratio=latency_ratio, clusters=space.dim, rollback=False,
+                   batch=batch, n_init=n_init, uniform_init=uniform_init, name="bo-plain")
 
 
 @register("bo-flops")
-def _bo_flops(space, **kw):
-    agent = BOAgent(space, **dict(kw, constraint="flops"))
-    agent.name = "bo-flops"
-    return agent
+def _bo_flops(space: SearchSpace, *, budget: int, seed: int, latency_ratio: float, clusters: int | None = None,
+              batch: int = 1, n_init: int | None = None, uniform_init: int | None = None, stagnation: int | None = None,
+              schedule: tuple[float, float] = (0.5, 0.75), top_m: int = 10) -> BOAgent:
+    """``bo`` constrained by MACs (the same fraction of the baseline's) instead of measured latency."""
+    return BOAgent(space, budget=budget, seed=seed, latency_ratio=latency_ratio, clusters=clusters, batch=batch,
+                   n_init=n_init, uniform_init=uniform_init, stagnation=stagnation, schedule=schedule, top_m=top_m,
+                   constraint="macs", name="bo-flops")

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeprune.search.agents.base import register
+from edgeprune.search.agents.base import BaseAgent, register
 from edgeprune.search.space import SearchSpace
 from edgeprune.types import Candidate, EvalResult
 
 
 @register("random")
-class RandomAgent:
+class RandomAgent(BaseAgent):
     """Each candidate draws an overall keep level s ~ U(0.15, 1) and per-group keep fractions
     s · exp(0.25 · N(0, 1)), clipped to [0, 1]. Uniform per-group draws would almost never reach
     aggressive latency targets (the mean of many uniforms concentrates), hence the shared level."""
 
     name = "random"
 
-    def __init__(self, space: SearchSpace, *, budget: int, seed: int, latency_ratio: float, **_ignored):
+    def __init__(self, space: SearchSpace, *, budget: int, seed: int, latency_ratio: float):
         self.space, self.seed, self.told = space, seed, 0
 
     def ask(self) -> Candidate | None:

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from edgeprune.search.agents.base import register
+from edgeprune.search.agents.base import BaseAgent, register
 from edgeprune.search.space import SearchSpace
 from edgeprune.types import Candidate, EvalResult
 
 
 @register("uniform")
-class UniformAgent:
+class UniformAgent(BaseAgent):
     """Bisection on a shared keep fraction k in [lo, hi]: a feasible k raises lo, an infeasible one lowers hi.
     Starts at k = latency_ratio (latency falls roughly with k², so this is usually feasible) and stops when
     the next k maps to widths already tried."""
 
     name = "uniform"
 
-    def __init__(self, space: SearchSpace, *, budget: int, seed: int, latency_ratio: float, tol: float = 0.01, **_ignored):
+    def __init__(self, space: SearchSpace, *, budget: int, seed: int, latency_ratio: float, tol: float = 0.01):
         self.space, self.tol = space, tol
         self.lo, self.hi = 0.0, 1.0
         self._next = min(1.0, max(0.05, latency_ratio))
