@@ -74,6 +74,7 @@ def test_bo_clusters_then_rolls_back_to_every_group():
     dims = [s["dims"] for s in info["phase_switches"]]
     assert dims == [6, 12]
     assert best > 0.9
+    assert info["gp_fit_failures"] == 0
 
 
 def test_bo_plain_and_flops_variants():
@@ -168,3 +169,22 @@ def test_bo_flops_bisects_its_uniform_steps_on_macs():
         assert nxt[name].origin.startswith("uniform")
     assert nxt["bo-flops"].keep[0] < 0.625 < nxt["bo"].keep[0]  # each bisects by its own constraint
 
+
+def test_a_failed_gp_fit_is_counted_and_warned(monkeypatch):
+    import botorch.fit
+
+    from edgeprune.search.agents.bo import GPFitWarning
+
+    def broken_fit(mll, *args, **kwargs):
+        raise RuntimeError("no convergence")
+
+    monkeypatch.setattr(botorch.fit, "fit_gpytorch_mll", broken_fit)
+    agent = make_agent("bo-plain", SPACE, budget=10, seed=0, latency_ratio=TARGET, n_init=2, uniform_init=0)
+    for _ in range(2):  # the Sobol design: no GP yet
+        c = agent.ask()
+        agent.tell(c, evaluate(c))
+    assert agent_info(agent)["gp_fit_failures"] == 0
+    with pytest.warns(GPFitWarning, match=r"bo-plain: GP fit failed at evaluation 2 \(RuntimeError: no convergence\)"):
+        c = agent.ask()
+    assert c is not None and c.origin.startswith("bo phase 0")  # still proposes, with the initial hyperparameters
+    assert agent_info(agent)["gp_fit_failures"] == 1

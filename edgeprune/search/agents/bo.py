@@ -45,6 +45,10 @@ def one_thread():
         torch.set_num_threads(n)
 
 
+class GPFitWarning(UserWarning):
+    """A GP fit failed; the agent went on with the GP's initial hyperparameters (counted in the report)."""
+
+
 class BOAgent(BaseAgent):
     """The BO agent behind ``bo``, ``bo-plain`` and ``bo-flops`` (their factories below choose the options).
     ``constraint``: "latency" (the measured latency ratio) or "macs" (the MAC ratio to the baseline)."""
@@ -95,11 +99,13 @@ class BOAgent(BaseAgent):
         self.best, self.since_best, self.phase_start = -math.inf, 0, 0
         self.pending: list[Candidate] = []
         self.history: list[dict] = []  # phase switches, for the report
+        self.gp_fit_failures = 0  # fits that raised: the proposal used the GP's initial hyperparameters
 
     def describe(self) -> dict:
         return {"constraint": self.constraint, "batch": self.batch, "n_init": self.n_init, "uniform_init": self.uniform_init,
                 "stagnation": self.stagnation, "switch_at": self.switch_at,
-                "clusters": [a.tolist() for a in self.assignments], "phase_switches": self.history}
+                "clusters": [a.tolist() for a in self.assignments], "phase_switches": self.history,
+                "gp_fit_failures": self.gp_fit_failures}
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def constraint_value(self, result: EvalResult) -> float:
@@ -203,6 +209,7 @@ class BOAgent(BaseAgent):
         X = torch.tensor(self.phase.from_full(np.stack(self.keeps)), dtype=torch.double)
         Y = torch.tensor(np.stack([self.acc, self.con], 1), dtype=torch.double)
         d = X.shape[1]
+        fit_error = None
         with one_thread(), warnings.catch_warnings():
             # Observations from before a roll-back lie outside the narrowed bounds by design.
             warnings.simplefilter("ignore", InputDataWarning)
@@ -215,8 +222,8 @@ class BOAgent(BaseAgent):
             model = ModelListGP(*models)
             try:
                 fit_gpytorch_mll(SumMarginalLogLikelihood(model.likelihood, model))
-            except Exception:  # noqa: BLE001 - a failed fit keeps the initial hyperparameters; still usable
-                pass
+            except Exception as e:  # noqa: BLE001 - a failed fit keeps the initial hyperparameters; still usable
+                fit_error = e
             target = self.target
             constraints = [lambda Z: Z[..., 1] - target]
             sampler = SobolQMCNormalSampler(torch.Size([128]), seed=self.seed + n)
@@ -229,6 +236,11 @@ class BOAgent(BaseAgent):
             bounds = torch.stack([torch.zeros(d, dtype=torch.double), torch.ones(d, dtype=torch.double)])
             cand, _ = optimize_acqf(acq, bounds=bounds, q=self.batch, num_restarts=8, raw_samples=256,
                                     options={"seed": self.seed + n, "maxiter": 100})
+        if fit_error is not None:
+            self.gp_fit_failures += 1
+            warnings.warn(f"{self.name}: GP fit failed at evaluation {n} ({type(fit_error).__name__}: {fit_error}); "
+                          f"proposing with the initial hyperparameters ({self.gp_fit_failures} failed fit(s) so far)",
+                          category=GPFitWarning, stacklevel=2)
         xs = cand.detach().numpy()
         # Quantised widths can map a proposal onto an evaluated strategy: nudge it with a Sobol point instead.
         seen = {self.space.candidate(k.tolist()).key for k in self.keeps}
