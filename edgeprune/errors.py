@@ -61,3 +61,7 @@ class Interrupted(EdgePruneError):
 
 class DeviceError(EdgePruneError):
     """A remote device or its tracker could not be reached or failed, after the retries allowed."""
+
+
+class OutputError(EdgePruneError):
+    """The output folder cannot be used: it is a file, cannot be created, or is not writable."""
