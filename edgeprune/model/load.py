@@ -21,6 +21,7 @@ from torch import nn
 
 from edgeprune.errors import InputShapeError, ModelLoadError, UnknownArchitectureError
 from edgeprune.model.zoo import ZOO
+from edgeprune.verify import Verdict, compare
 
 FORMAT = "edgeprune-checkpoint"
 FORMAT_VERSION = 1
@@ -164,3 +165,31 @@ def save_checkpoint(path: str | Path, *, model: nn.Module, arch: str, arch_kwarg
           # A JSON round trip keeps only plain types: torch.__version__, for one, would pickle as a class.
           "meta": json.loads(json.dumps(meta or {}, default=str))}
     torch.save(ck, path)
+
+
+def verify_checkpoint(path: str | Path, model: nn.Module, inputs: torch.Tensor) -> Verdict:
+    """Reload the checkpoint written at ``path`` the way users will (``load_model(path)``: weights only,
+    architecture rebuilt, pruning history replayed), run it and ``model`` on ``inputs`` (N×C×H×W, eval mode,
+    no grad) and compare the logits with ``edgeprune.verify.compare``'s one tolerance.
+
+    Returns an ``edgeprune.verify.Verdict``; never raises for a checkpoint that cannot be rebuilt or run:
+    the verdict is then not ok and its ``method`` says why.
+    """
+    method = "model.pt reloaded vs the exported model"
+    samples = int(len(inputs))
+    try:
+        reloaded = load_model(path).model.to(inputs.device)
+    except Exception as e:  # noqa: BLE001 - any failure to rebuild is a failed verification, said in one line
+        why = " ".join(str(e).split())[:300] or type(e).__name__
+        return Verdict(False, float("inf"), samples, method=f"{method}: the checkpoint cannot be reloaded ({why})")
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            ref = model.eval()(inputs)
+            got = reloaded.eval()(inputs)
+    except Exception as e:  # noqa: BLE001
+        why = " ".join(str(e).split())[:300] or type(e).__name__
+        return Verdict(False, float("inf"), samples, method=f"{method}: running the models failed ({why})")
+    finally:
+        model.train(was_training)
+    return compare(ref.detach().cpu().numpy(), got.detach().cpu().numpy(), method=method)
