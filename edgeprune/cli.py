@@ -55,10 +55,14 @@ def cli() -> None:
               help="Also run the TVM library on a device of KEY (may be emulated) and compare its outputs.")
 @click.option("--tune-trials", default=0, show_default=True, type=int,
               help="MetaSchedule trials to tune the final TVM library (on a target that is this machine).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report summary as JSON on stdout, nothing else.")
+@click.option("--accept-closest", is_flag=True,
+              help="Deploy the closest candidate when none re-measures under the latency target (else exit 3).")
+@click.option("--overwrite", is_flag=True, help="Let --resume of a finished run replace its artifacts.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the report summary (or, on failure, an error object) as JSON on stdout, nothing else.")
 def compile_cmd(model, target, latency_target, out, data, agent, budget, clusters, batch, seed, arch, input_shape,
                 trust_model_code, finetune_epochs, distill, resume, measure_on, tracker, device_key, verify_device, tune_trials,
-                as_json) -> None:
+                accept_closest, overwrite, as_json) -> None:
     """Prune MODEL to meet a latency target measured on TARGET; write verified artifacts."""
     from edgeprune.config import CompileConfig
     from edgeprune.pipeline import compile_model
@@ -68,7 +72,8 @@ def compile_cmd(model, target, latency_target, out, data, agent, budget, cluster
                         budget=budget, clusters=clusters, batch=batch, seed=seed, arch=arch, input_shape=_shape(input_shape),
                         trust_model_code=trust_model_code, finetune_epochs=finetune_epochs, distill=distill,
                         resume=resume, measure_on=measure_on, tune_trials=tune_trials, tracker=tracker,
-                        device_key=device_key, verify_device=verify_device)
+                        device_key=device_key, verify_device=verify_device, accept_closest=accept_closest,
+                        overwrite=overwrite)
     command = "edgeprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = compile_model(cfg, reporter=RichReporter(), command=command)
     summary = summarise(result.report)
@@ -225,10 +230,14 @@ def device_list(tracker, as_json) -> None:
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    as_json = len(sys.argv) > 1 and sys.argv[1] == "compile" and "--json" in sys.argv[2:]
     try:
         cli.main(standalone_mode=False)
     except EdgePruneError as e:
         click.echo(f"edgeprune: error: {e}", err=True)
+        if as_json:  # a CI job parsing stdout gets an object, not nothing
+            click.echo(json.dumps({"status": "error", "error": type(e).__name__, "message": str(e),
+                                   "exit_code": e.exit_code}))
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("edgeprune: interrupted; resume with --resume RUN (the run id is printed at the start)", err=True)

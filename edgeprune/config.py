@@ -60,6 +60,8 @@ class CompileConfig:
     tracker: str | None = None  # HOST:PORT of a TVM RPC tracker (overrides the profile's [connection])
     device_key: str | None = None  # device key at the tracker (overrides the profile's)
     verify_device: str | None = None  # key of a device (may be emulated) that checks the TVM library's numerics
+    accept_closest: bool = False  # deploy the closest candidate when none re-measures under the target (else exit 3)
+    overwrite: bool = False  # resuming a finished run may replace its artifacts
 
     def __post_init__(self):
         LatencyTarget.parse(self.latency_target)

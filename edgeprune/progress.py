@@ -1,17 +1,25 @@
 """Progress reporting. The pipeline calls a Reporter; the CLI supplies one that draws rich progress bars
-on stderr, library callers get the silent default."""
+on stderr. Library callers get the default, which is silent except for warnings: those are raised with
+``warnings.warn(..., EdgePruneWarning)``, so Python callers see them (and can filter or turn them into errors)."""
 
 from __future__ import annotations
+
+import warnings
 
 from edgeprune.types import Candidate, EvalResult
 
 
+class EdgePruneWarning(UserWarning):
+    """Something the user should know that does not stop the run (a stand-in, a frozen layer, a retry)."""
+
+
 class Reporter:
-    """Silent reporter; subclass and override what you want to show."""
+    """Silent reporter (warnings go to ``warnings.warn``); subclass and override what you want to show."""
 
     def info(self, message: str) -> None: ...
 
-    def warn(self, message: str) -> None: ...
+    def warn(self, message: str) -> None:
+        warnings.warn(message, EdgePruneWarning, stacklevel=3)
 
     def search_start(self, total: int, already: int) -> None: ...
 
@@ -76,3 +84,21 @@ class RichReporter(Reporter):
 
     def train_end(self) -> None:
         self._stop()
+
+
+class RecordingReporter(Reporter):
+    """Passes everything to ``inner`` and keeps the warnings, for the run report."""
+
+    def __init__(self, inner: Reporter):
+        self.inner = inner
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.inner.warn(message)
+
+    def __getattribute__(self, name):
+        # Every other Reporter method goes straight to the wrapped reporter.
+        if name in ("inner", "warnings", "warn") or name.startswith("__"):
+            return object.__getattribute__(self, name)
+        return getattr(object.__getattribute__(self, "inner"), name)

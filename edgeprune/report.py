@@ -1,18 +1,25 @@
-"""Report, manifest and artifacts, written atomically (temp file + rename) so a crash never leaves a
-half-written file that looks good."""
+"""The run report (one typed object, serialised once), and the artifacts and manifest of a good run.
+
+A good run's artifacts are written into a staging folder, checked there, and only then replace
+``OUT/<name>/``; a failed or infeasible run writes ``report.failed.json`` beside the previous good
+artifacts and touches nothing else, so nothing that looks good is ever stale or unverified."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
 import json
-import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from edgeprune.errors import VerificationError
+from edgeprune.outputs import StagedOutput, atomic_write, write_failure_report
+
+FINAL_CHECK_SAMPLES = 50  # calibration images through the reloaded model.pt and the exported model
 
 PACKAGES = ("edgeprune", "torch", "numpy", "onnx", "onnxruntime", "onnxslim", "onnxsim", "torch-pruning", "apache-tvm",
             "apache-tvm-ffi", "botorch")
@@ -24,18 +31,6 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artifacts are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _json(obj) -> bytes:
@@ -52,77 +47,121 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def _candidate_rows(outcome) -> list[dict]:
-    return [{"index": idx, "widths": list(c.widths), "keep": [round(k, 4) for k in c.keep], "origin": c.origin,
-             "accuracy": r.accuracy, "latency_ms": r.latency_ms, "ratio_to_baseline": r.measurement.ratio_to_baseline,
-             "median_ms": r.measurement.median_ms, "macs": r.macs, "params": r.params, "feasible": r.feasible,
-             "from_store": reused, "seconds": r.seconds, "measured_on": r.measurement.where}
-            for idx, c, r, reused in outcome.evaluations]
+def _candidate_rows(evaluations) -> list[dict]:
+    return [{"index": e.index, "widths": list(e.candidate.widths), "keep": [round(k, 4) for k in e.candidate.keep],
+             "origin": e.candidate.origin, "accuracy": e.result.accuracy, "latency_ms": e.result.latency_ms,
+             "ratio_to_baseline": e.result.measurement.ratio_to_baseline, "median_ms": e.result.measurement.median_ms,
+             "noise": e.result.measurement.noise, "noisy": e.result.measurement.noisy, "macs": e.result.macs,
+             "params": e.result.params, "feasible": e.result.feasible, "from_store": e.reused,
+             "seconds": e.result.seconds, "measured_on": e.result.measurement.where}
+            for e in evaluations]
 
 
-def write_outputs(*, status: str, cfg, profile, plan, loaded, data, analysis, outcome, run_id, baseline_ref, target,
-                  ratio, baseline, final, command, t_start, pruned=None, history=None, onnx_bytes=None,
-                  deploy=None) -> dict:
-    """Write ``report.json`` (always) and, when ``status == "ok"``, ``model.onnx``, ``model.pt`` and
-    ``manifest.json`` under ``<out>/<model name>/``. Returns the report (with ``out_dir``)."""
+@dataclass(frozen=True)
+class Report:
+    """What a run did, serialised once as ``report.json`` (or ``report.failed.json``).
+
+    ``status`` is "ok", "infeasible" (the latency target was not met: exit 3) or "failed" (an artifact
+    failed verification: exit 4); ``reason`` says why when it is not "ok". Sections that a stage did not
+    reach are None.
+    """
+
+    status: str
+    run_id: str
+    out_dir: str
+    model: dict
+    data: dict
+    target: dict
+    wall_time_s: float
+    reason: str | None = None
+    search: dict | None = None
+    baseline: dict | None = None
+    final: dict | None = None
+    deploy: dict | None = None
+    candidates: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_report(*, status: str, run_id: str, inputs, t_start: float, reason: str | None = None, analysed=None,
+                 baseline=None, base_accuracy: float | None = None, agent=None, outcome=None, selection=None,
+                 final=None, deployment=None, warnings_seen=()) -> Report:
+    """The report from the stages' typed results; every argument after ``t_start`` may be missing when
+    the run stopped before that stage."""
+    cfg, loaded, profile, plan = inputs.cfg, inputs.loaded, inputs.profile, inputs.plan
+    target = {"name": profile.name, "where_measured": plan.where, "measured_on_stand_in": plan.stand_in,
+              "limitations": profile.unsupported or None, "latency_target": str(inputs.target)}
+    if baseline is not None:
+        target.update(latency_target_ratio=baseline.ratio, latency_target_ms=baseline.target_ms)
+    search = None
+    if outcome is not None:
+        from edgeprune.search.agents import agent_info
+
+        search = {"agent": cfg.agent, "agent_info": agent_info(agent), "budget": cfg.budget, "seed": cfg.seed,
+                  "evaluations": len(outcome.evaluations), "evaluated_this_session": outcome.evaluated_now,
+                  "confirmations": list(selection.confirmations) if selection else [],
+                  "confirmed": selection.confirmed if selection else None, "wall_time_s": outcome.seconds,
+                  "groups": analysed.analysis.to_dict() if analysed else None}
+    base = None
+    if analysed is not None and baseline is not None:
+        base = {"accuracy": base_accuracy, "macs": analysed.macs, "params": analysed.params,
+                "channels": analysed.channels, "onnx_verification": baseline.verdict.to_dict(),
+                "latency": baseline.reference.to_dict()}
+    return Report(status=status, reason=reason, run_id=run_id, out_dir=str(inputs.out_root / loaded.name),
+                  model={"path": str(cfg.model), "name": loaded.name, "arch": loaded.arch,
+                         "input_shape": list(loaded.input_shape)},
+                  data=inputs.data.summary(), target=target, search=search, baseline=base,
+                  final=final.to_dict() if final is not None else None,
+                  deploy=deployment.comparison if deployment is not None else None,
+                  candidates=_candidate_rows(outcome.evaluations) if outcome is not None else [],
+                  wall_time_s=round(time.time() - t_start, 2), warnings=list(warnings_seen))
+
+
+def write_failure(report: Report, inputs) -> Path:
+    """``OUT/<name>/report.failed.json``; the previous good artifacts there stay untouched."""
+    return write_failure_report(inputs.out_root, inputs.loaded.name, report.to_dict())
+
+
+def write_success(report: Report, *, inputs, final, deployment, calib, command: str) -> Path:
+    """Write every artifact into a staging folder, reload and verify ``model.pt`` there, write the manifest,
+    and only then replace ``OUT/<name>/`` with it. ``calib`` holds real images (N×C×H×W) for the check."""
     import torch
 
-    from edgeprune.model.load import save_checkpoint
+    from edgeprune.model.load import save_checkpoint, verify_checkpoint
 
-    out_dir = Path(cfg.out) / loaded.name
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = {
-        "status": status,
-        "run_id": run_id,
-        "model": {"path": str(cfg.model), "name": loaded.name, "arch": loaded.arch, "input_shape": list(loaded.input_shape)},
-        "data": data.summary(),
-        "target": {"name": profile.name, "where_measured": plan.where, "measured_on_stand_in": plan.stand_in,
-                   "limitations": profile.unsupported or None, "latency_target": str(target),
-                   "latency_target_ratio": ratio, "latency_target_ms": ratio * baseline_ref.p10_ms},
-        "search": {"agent": cfg.agent, "agent_info": outcome.agent_info, "budget": cfg.budget, "seed": cfg.seed,
-                   "evaluations": len(outcome.evaluations), "evaluated_this_session": outcome.evaluated_now,
-                   "confirmations": outcome.confirmations, "wall_time_s": outcome.seconds,
-                   "groups": analysis.to_dict()},
-        "baseline": dict(baseline, latency=baseline_ref.to_dict()),
-        "final": final,
-        "deploy": {k: v for k, v in (deploy or {}).items() if k != "tvm_library_path"} or None,
-        "candidates": _candidate_rows(outcome),
-        "wall_time_s": round(time.time() - t_start, 2),
-        "out_dir": str(out_dir),
-    }
-    if status == "ok":
-        onnx_path, pt_path = out_dir / "model.onnx", out_dir / "model.pt"
-        _atomic_write(onnx_path, onnx_bytes)
-        tmp_pt = out_dir / ".model.pt.tmp"
-        save_checkpoint(tmp_pt, model=pruned, arch=loaded.arch or "unknown", arch_kwargs=loaded.arch_kwargs,
-                        input_shape=loaded.input_shape, pruning_history=history, name=loaded.name,
-                        meta={"run_id": run_id, "val_accuracy": final["accuracy"], "data": data.name,
-                              "normalisation": data.summary()["normalisation"],
+    loaded, cfg, profile, plan = inputs.loaded, inputs.cfg, inputs.profile, inputs.plan
+    with StagedOutput(inputs.out_root, loaded.name) as staged:
+        d = staged.dir
+        atomic_write(d / "model.onnx", final.onnx_bytes)
+        save_checkpoint(d / "model.pt", model=final.model, arch=loaded.arch or "unknown", arch_kwargs=loaded.arch_kwargs,
+                        input_shape=loaded.input_shape, pruning_history=final.history, name=loaded.name,
+                        meta={"run_id": report.run_id, "val_accuracy": final.accuracy, "data": inputs.data.name,
+                              "normalisation": inputs.data.summary()["normalisation"],
                               "rebuildable": loaded.arch is not None})
-        os.replace(tmp_pt, pt_path)
-        if deploy and deploy.get("tvm_library_path"):
-            # Copied under a temporary name, then renamed: a half-written library never looks finished.
-            tmp_so = out_dir / ".model.tvm.so.tmp"
-            shutil.copyfile(deploy["tvm_library_path"], tmp_so)
-            os.replace(tmp_so, out_dir / "model.tvm.so")
-        else:
-            (out_dir / "model.tvm.so").unlink(missing_ok=True)  # never leave a stale library from an earlier run
-    _atomic_write(out_dir / "report.json", _json(report))
-    if status == "ok":
-        arts = {name: {"sha256": sha256_file(out_dir / name), "bytes": (out_dir / name).stat().st_size}
+        pt_verdict = verify_checkpoint(d / "model.pt", final.model, calib[:FINAL_CHECK_SAMPLES])
+        if loaded.arch is not None and not pt_verdict.ok:
+            raise VerificationError(f"model.pt does not reproduce the exported model when reloaded "
+                                    f"({pt_verdict.method}: max |diff| {pt_verdict.max_abs_diff:.3g}); not written")
+        if deployment.library is not None:
+            shutil.copyfile(deployment.library, d / "model.tvm.so")
+        atomic_write(d / "report.json", _json(report.to_dict()))
+        arts = {name: {"sha256": sha256_file(d / name), "bytes": (d / name).stat().st_size}
                 for name in ("model.onnx", "model.pt", "report.json")}
-        arts["model.onnx"]["verification"] = final["onnx_verification"]
-        if deploy and deploy.get("tvm_library_path"):
-            tv = deploy["tvm"]
-            arts["model.tvm.so"] = {"sha256": sha256_file(out_dir / "model.tvm.so"),
-                                    "bytes": (out_dir / "model.tvm.so").stat().st_size, "triple": tv["triple"],
-                                    "tvm_target": tv["target"], "library": tv["library"],
+        arts["model.onnx"]["verification"] = final.verdict.to_dict()
+        arts["model.pt"]["verification"] = pt_verdict.to_dict()
+        if deployment.library is not None:
+            tv = deployment.comparison["tvm"]
+            arts["model.tvm.so"] = {"sha256": sha256_file(d / "model.tvm.so"), "bytes": (d / "model.tvm.so").stat().st_size,
+                                    "triple": tv["triple"], "tvm_target": tv["target"], "library": tv["library"],
                                     "verification": tv["verification"], "tuning": tv["tuning"], "load": tv["load"]}
-        manifest = {"edgeprune_manifest": 1, "run_id": run_id, "command": command or " ".join(sys.argv),
-                    "input_model_sha256": sha256_file(cfg.model), "artifacts": arts,
+        manifest = {"edgeprune_manifest": 1, "run_id": report.run_id, "command": command or " ".join(sys.argv),
+                    "input_model_sha256": inputs.model_sha256, "artifacts": arts,
                     "packages": package_versions(), "platform": platform.platform(), "target_profile": profile.to_dict(),
                     "measured_on": plan.where, "measured_on_stand_in": plan.stand_in,
-                    "deployed_runtime": (deploy or {}).get("deployed_runtime", "onnxruntime"),
+                    "measurement_threads": plan.profile.measurement.threads,
+                    "deployed_runtime": deployment.comparison.get("deployed_runtime", "onnxruntime"),
                     "torch_threads": torch.get_num_threads()}
-        _atomic_write(out_dir / "manifest.json", _json(manifest))
-    return report
+        atomic_write(d / "manifest.json", _json(manifest))
+        return staged.commit()

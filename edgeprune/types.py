@@ -53,6 +53,11 @@ class Measurement:
     where: str  # e.g. "host (x86_64, local)"
     ratio_to_baseline: float | None = None
     baseline_median_ratio: float | None = None  # median / baseline median, same run
+    # Conditions: the coefficient of variation of the baseline's per-round p10 across the rounds (how much
+    # the machine's speed moved while measuring), and whether it stayed above the settings' ``max_noise``
+    # even after the meter added rounds (the number then ranks candidates less reliably).
+    noise: float | None = None
+    noisy: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +65,32 @@ class Measurement:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Measurement":
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """Timing plan (a target profile's ``[measurement]``). Each model gets ``warmup`` untimed runs, then
+    ``rounds`` × ``runs_per_round`` timed runs, the models taking turns round by round; ``final_rounds`` is
+    used for the final comparison. When the baseline's per-round p10 varies across rounds by more than
+    ``max_noise`` (coefficient of variation), the meter measures the same number of rounds again, up to
+    ``max_rounds_factor`` times the plan, and marks the result ``noisy`` if it never settles."""
+
+    threads: int = 1
+    warmup: int = 20
+    rounds: int = 8
+    runs_per_round: int = 15
+    final_rounds: int = 40
+    percentile: float = 10.0
+    max_noise: float = 0.10
+    max_rounds_factor: int = 4
+
+    def __post_init__(self):
+        if self.threads < 1 or self.warmup < 0 or self.rounds < 1 or self.runs_per_round < 1 or self.final_rounds < 1:
+            raise ValueError(f"invalid measurement settings: {self}")
+        if not 0 <= self.percentile <= 50:
+            raise ValueError("percentile must be in [0, 50]")
+        if self.max_noise <= 0 or self.max_rounds_factor < 1:
+            raise ValueError("max_noise must be > 0 and max_rounds_factor at least 1")
 
 
 @dataclass(frozen=True)
@@ -85,3 +116,14 @@ class EvalResult:
         d = dict(d)
         d["measurement"] = Measurement.from_dict(d["measurement"])
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluated candidate of a run: its position in the run, and whether it came from the run store
+    (a resumed run) instead of being measured in this session."""
+
+    index: int
+    candidate: Candidate
+    result: EvalResult
+    reused: bool = False

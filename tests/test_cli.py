@@ -71,7 +71,7 @@ def test_compile_end_to_end_writes_verified_faster_artifacts(resnet20_ckpt, tmp_
     assert set(deploy["runtimes"]) == {"onnxruntime", "tvm"} and not deploy["stand_in"]
     assert deploy["deployed_runtime"] == min(deploy["runtimes"], key=lambda k: deploy["runtimes"][k]["latency"]["median_ms"])
     assert manifest["deployed_runtime"] == deploy["deployed_runtime"]
-    from edgeprune.deploy.tvm import load_vm, run_vm
+    from edgeprune.compile.tvm import load_vm, run_vm
 
     vm, dev = load_vm(out / "model.tvm.so")
     assert np.allclose(run_vm(vm, dev, x[:1].numpy()), ref[:1], atol=1e-4, rtol=1e-3)

@@ -48,8 +48,8 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
 
-    from edgeprune.deploy.tune import tune
-    from edgeprune.deploy.tvm import build, export_library, verify_against_ort, version
+    from edgeprune.compile.tune import tune
+    from edgeprune.compile.tvm import build, export_library, verify_against_ort, version
     from edgeprune.export.onnx import export_verified
     from edgeprune.latency import get_backend
     from edgeprune.latency.meter import _interleave

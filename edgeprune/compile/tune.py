@@ -25,7 +25,7 @@ RUNNER_TIMEOUT_S = 60.0
 
 
 def database_dir(settings: TvmSettings) -> Path:
-    from edgeprune.deploy.tvm import make_target
+    from edgeprune.compile.tvm import make_target
 
     root = Path(os.environ.get("EDGEPRUNE_TUNING_DB", Path.home() / ".cache" / "edgeprune" / "tuning"))
     target = make_target(settings)
@@ -61,7 +61,7 @@ def _fused(mod, target):
     """Legalise and fuse to the TIR functions MetaSchedule tunes (the first half of TVM's tuning pipeline)."""
     from tvm import relax
 
-    from edgeprune.deploy.tvm import _tvm
+    from edgeprune.compile.tvm import _tvm
 
     tvm = _tvm()
     t = relax.transform
@@ -77,7 +77,7 @@ def tune(model_proto, input_shape: tuple[int, ...], settings: TvmSettings, trial
 
     import tvm.s_tir.meta_schedule as ms
 
-    from edgeprune.deploy.tvm import _tvm, import_onnx, make_target
+    from edgeprune.compile.tvm import _tvm, import_onnx, make_target
 
     tvm = _tvm()
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """ONNX → TVM Relax → compiled shared library for a target profile, and checks of the result.
 
 TVM 0.27 is Relax-only and takes targets as dicts (STACK.md). CPU code is compiled with the default
-pipeline (untuned; see ``deploy.tune`` for MetaSchedule); GPU targets get dlight's default GPU schedules,
+pipeline (untuned; see ``compile.tune`` for MetaSchedule); GPU targets get dlight's default GPU schedules,
 without which nothing is bound to GPU threads. Cross targets are linked with the profile's C++ compiler.
 """
 
@@ -12,15 +12,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from edgeprune.errors import TargetError, UnsupportedLayerError
 from edgeprune.targets.profile import ELF_MACHINES, TvmSettings
 
 GPU_KINDS = ("cuda", "vulkan", "opencl", "metal", "rocm")
-# Tolerance of the TVM artifact against ONNX Runtime on the same inputs (float32 logits; TVM fuses and
-# reorders differently from ORT, ~1e-6 seen on ResNet-20).
-ATOL, RTOL = 1e-4, 1e-3
 
 
 def _tvm():
@@ -161,42 +156,3 @@ def check_library(path: str | Path, *, arch: str, device_kind: str) -> LibraryIn
     if device_kind in GPU_KINDS and device_kind not in info.embedded:
         raise TargetError(f"{path} has no embedded {device_kind} module")
     return info
-
-
-def load_vm(path: str | Path, threads: int = 1):
-    """A Relax VM on this machine's CPU for a library compiled for it. Returns (vm, device)."""
-    import tvm_ffi
-
-    tvm = _tvm()
-    # Pool size for TVM's parallel loops (mode 0: no pinning; pinning fights other processes on a shared box).
-    tvm_ffi.get_global_func("runtime.config_threadpool")(0, threads)
-    dev = tvm.cpu()
-    return tvm.relax.VirtualMachine(tvm.runtime.load_module(str(path)), dev), dev
-
-
-def run_vm(vm, dev, x: np.ndarray) -> np.ndarray:
-    """Outputs of ``main`` for one input array (N×C×H×W float32)."""
-    tvm = _tvm()
-    out = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32), dev))
-    return (out[0] if isinstance(out, (list, tuple)) or not hasattr(out, "numpy") else out).numpy()
-
-
-def verify_against_ort(path: str | Path, onnx_bytes: bytes, inputs: np.ndarray, *, threads: int = 1) -> dict:
-    """Run the host-compiled library and ONNX Runtime on the same real inputs (one at a time, batch 1);
-    outputs must agree within ``ATOL + RTOL * |ort|``. Returns the verdict dict (raises nothing)."""
-    from edgeprune.export.onnx import ort_session
-
-    vm, dev = load_vm(path, threads)
-    sess = ort_session(onnx_bytes, threads=threads)
-    name = sess.get_inputs()[0].name
-    worst, ok, agree = 0.0, True, 0
-    for x in inputs:
-        x = x[None].astype(np.float32)
-        ref = sess.run(None, {name: x})[0]
-        got = run_vm(vm, dev, x)
-        diff = np.abs(got - ref)
-        worst = max(worst, float(diff.max()))
-        ok &= bool(np.all(diff <= ATOL + RTOL * np.abs(ref)))
-        agree += int(got.argmax() == ref.argmax())
-    return {"ok": ok, "method": "host: TVM library vs ONNX Runtime", "max_abs_diff": worst, "samples": len(inputs),
-            "atol": ATOL, "rtol": RTOL, "top1_agreement": agree / max(1, len(inputs))}

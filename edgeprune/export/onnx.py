@@ -8,32 +8,16 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from edgeprune.errors import UnsupportedLayerError, VerificationError
+from edgeprune.latency.backends.onnxruntime import ort_session
+from edgeprune.verify import ATOL, RTOL, Verdict, compare
 
-ATOL, RTOL = 1e-4, 1e-3
 OPSET = 17
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """How an artifact compared with PyTorch: ``max_abs_diff`` over ``samples`` inputs; ``ok`` within tolerance."""
-
-    ok: bool
-    max_abs_diff: float
-    samples: int
-    atol: float = ATOL
-    rtol: float = RTOL
-    top1_agreement: float = 1.0
-
-    def to_dict(self) -> dict:
-        return {"ok": self.ok, "max_abs_diff": self.max_abs_diff, "samples": self.samples, "atol": self.atol,
-                "rtol": self.rtol, "top1_agreement": self.top1_agreement}
 
 
 def export(model: nn.Module, input_shape: tuple[int, ...]):
@@ -79,29 +63,15 @@ def simplify(model_proto):
     return model_proto, "none"
 
 
-def ort_session(model_bytes: bytes, *, threads: int = 1, providers: tuple[str, ...] = ("CPUExecutionProvider",)):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, so, providers=list(providers))
-
-
-def verify(model: nn.Module, model_bytes: bytes, inputs: torch.Tensor, *, atol: float = ATOL, rtol: float = RTOL) -> Verdict:
+def verify(model: nn.Module, model_bytes: bytes, inputs: torch.Tensor) -> Verdict:
     """Run ``inputs`` (N×C×H×W) one at a time through ONNX Runtime and through ``model``; compare logits."""
     sess = ort_session(model_bytes)
     model.eval()
     with torch.no_grad():
         ref = model(inputs).numpy()
-    got = np.concatenate([sess.run(None, {"input": inputs[i : i + 1].numpy()})[0] for i in range(len(inputs))])
-    diff = np.abs(got - ref)
-    ok = bool(np.all(diff <= atol + rtol * np.abs(ref)))
-    agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
-    return Verdict(ok, float(diff.max()), len(inputs), atol, rtol, agree)
+    name = sess.get_inputs()[0].name
+    got = np.concatenate([sess.run(None, {name: inputs[i : i + 1].numpy()})[0] for i in range(len(inputs))])
+    return compare(ref, got, method="ONNX Runtime vs PyTorch")
 
 
 def export_verified(model: nn.Module, input_shape: tuple[int, ...], inputs: torch.Tensor, *, full_check: bool = False):

@@ -1,15 +1,9 @@
-"""The host side of remote profiling: sessions to devices through a TVM RPC tracker, and a meter.
-
-``RemoteMeter`` has the interface of ``LatencyMeter`` (``baseline``, ``measure``) plus ``measure_many``,
-which times several models in parallel, one per device of the key. Each device keeps its session, the
-uploaded baseline and its open runtime sessions for the whole run; every candidate is timed interleaved
-with the baseline *on the device* and the pooled times come back, so the statistics and ratios are the
-same as local ones. Measurements are labelled with the device that took them.
+"""The host side of TVM RPC: the tracker, sessions to devices, and a pool of them that retries.
 
 Faults: a device that dies, a session that times out, a tracker that is down or a key with no free device
-raise inside the session; the measurement is retried on a new session (the tracker gives another device
-of the key when there is one) with exponential backoff, up to ``retries`` times, then a ``DeviceError``
-says what happened. Completed measurements are in the run store already, so nothing measured is lost.
+(connection errors, timeouts, TVM RPC errors) make ``DevicePool.call`` retry on a new session (the tracker
+gives another device of the key when there is one) with exponential backoff, up to ``retries`` times, then
+a ``DeviceError`` says what happened. Any other exception is a bug, not a dead device: it is raised at once.
 """
 
 from __future__ import annotations
@@ -19,15 +13,12 @@ import json
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from edgeprune.errors import DeviceError
-from edgeprune.latency.meter import MeasureSettings, summarise
-from edgeprune.types import Measurement
 
 
 def parse_addr(addr: str) -> tuple[str, int]:
@@ -116,6 +107,22 @@ def _with_timeout(fn: Callable, seconds: float, message: str):
     return box["v"]
 
 
+def _transient(e: BaseException) -> bool:
+    """A failure of the device or the link (worth a retry on another session), not a bug of ours."""
+    if isinstance(e, (OSError, ConnectionError, TimeoutError, EOFError)):
+        return True
+    try:
+        from tvm.error import RPCError
+    except ImportError:  # pragma: no cover - apache-tvm is a dependency
+        return False
+    if isinstance(e, RPCError):
+        return True
+    # A session whose device died surfaces as a TVM runtime error about the socket or the session.
+    msg = str(e).lower()
+    return type(e).__name__ in ("TVMError", "RuntimeError", "InternalError") and any(
+        w in msg for w in ("socket", "connection", "session", "rpc", "closed", "broken pipe", "timeout", "timed out"))
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     retries: int = 4  # further attempts after the first
@@ -181,8 +188,10 @@ class DevicePool:
             except DeviceError as e:
                 self._drop(s)
                 last = str(e)
-            except Exception as e:  # noqa: BLE001 - TVM raises RPC errors, OSError, RuntimeError, ...
+            except Exception as e:
                 self._drop(s)
+                if not _transient(e):
+                    raise
                 last = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200] if str(e).strip() else ''}"
             self.failures.append({"what": what, "attempt": attempt + 1, "device": getattr(s, "name", None),
                                   "error": last, "time": time.time()})
@@ -193,69 +202,15 @@ class DevicePool:
         raise DeviceError(f"{what} failed on {self.retry.retries + 1} attempts with devices of key {self.key!r} at "
                           f"{self.tracker}; last error: {last}")
 
+    def close(self) -> None:
+        """Close the idle sessions (each closes its RPC connection; the device drops what was uploaded)."""
+        while True:
+            try:
+                self._idle.get_nowait()
+            except queue.Empty:
+                break
+            with self._lock:
+                self._count -= 1
+
     def info(self) -> dict:
         return self.call(lambda s: s.info, "device info")
-
-
-class RemoteMeter:
-    """Times models on devices of one key, each interleaved with the baseline on the same device.
-
-    ``kind``: "onnx" (ONNX Runtime on the device, with the first of ``providers`` it has) or "tvm"
-    (``to_payload`` turns ONNX bytes into the library for the device, e.g. a cross-compiled .so, run on
-    ``device`` "cpu" or "cuda"). ``example_shape`` is the input shape (1×C×H×W).
-    """
-
-    def __init__(self, pool: DevicePool, kind: str, base_bytes: bytes, example_shape: tuple[int, ...],
-                 settings: MeasureSettings, where: str, to_payload: Callable[[bytes], bytes] | None = None,
-                 device: str = "cpu", providers: tuple[str, ...] = ("CPUExecutionProvider",)):
-        self.pool, self.kind, self.settings, self.where = pool, kind, settings, where
-        self.device, self.providers = device, list(providers)
-        self.to_payload = to_payload or (lambda b: b)
-        self.suffix = ".onnx" if kind == "onnx" else ".so"
-        self.shape = tuple(example_shape)
-        self._base = self.to_payload(base_bytes)
-        self.backend = _Named("onnxruntime" if kind == "onnx" else "tvm")
-        info = pool.info()
-        if info.get("emulated"):
-            raise DeviceError(f"device {info['name']} is emulated: its timings say nothing about the real device's "
-                              f"speed, so it is not used for latency (it verifies numerics of artifacts only)")
-        rt = "onnxruntime" if kind == "onnx" else "tvm"
-        if rt not in info.get("runtimes", {}):
-            raise DeviceError(f"device {info['name']} has no {rt}; its runtimes: {info.get('runtimes')}")
-
-    def _plan(self, rounds: int) -> dict:
-        s = self.settings
-        return {"shape": list(self.shape), "threads": s.threads, "rounds": rounds, "runs_per_round": s.runs_per_round,
-                "warmup": s.warmup, "device": self.device, "providers": self.providers}
-
-    def _time(self, payload: bytes, rounds: int, what: str) -> tuple[Measurement, Measurement]:
-        def fn(sess: DeviceSession):
-            base = sess.upload(self._base, self.suffix)
-            cand = sess.upload(payload, self.suffix)
-            r = sess.measure(self.kind, cand, base, self._plan(rounds))
-            where = f"{self.where}; device {r['device']['name']} ({r['device']['arch']})"
-            t_c, t_b = np.asarray(r["candidate_ms"]), np.asarray(r["baseline_ms"])
-            kw = dict(settings=self.settings, rounds=rounds, backend=self.backend.name, version=r["version"], where=where)
-            return summarise(t_c, baseline_ms=t_b, **kw), summarise(t_b, baseline_ms=t_b, **kw)
-
-        return self.pool.call(fn, what)
-
-    def baseline(self, rounds: int | None = None) -> Measurement:
-        rounds = rounds or self.settings.final_rounds
-        return self._time(self._base, rounds, "baseline measurement")[1]
-
-    def measure(self, model_bytes: bytes, *, rounds: int | None = None) -> tuple[Measurement, Measurement]:
-        return self._time(self.to_payload(model_bytes), rounds or self.settings.rounds, "measurement")
-
-    def measure_many(self, models: list[bytes], *, rounds: int | None = None) -> list[tuple[Measurement, Measurement]]:
-        """Several models at once, one per device (as many in flight as the pool has devices)."""
-        payloads = [self.to_payload(b) for b in models]
-        with ThreadPoolExecutor(max_workers=self.pool.size) as ex:
-            futs = [ex.submit(self._time, p, rounds or self.settings.rounds, f"measurement {i + 1}/{len(payloads)}")
-                    for i, p in enumerate(payloads)]
-            return [f.result() for f in futs]
-
-
-@dataclass(frozen=True)
-class _Named:
-    name: str

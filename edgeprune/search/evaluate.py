@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from edgeprune.export.onnx import export_verified
-from edgeprune.latency.meter import LatencyMeter
+from edgeprune.latency.artifact import Artifact
+from edgeprune.latency.meter import Meter
 from edgeprune.model.evaluate import accuracy, count_macs_params, recalibrate_bn
 from edgeprune.model.prune import Analysis, prune
 from edgeprune.types import Candidate, EvalResult, Measurement
@@ -29,7 +30,7 @@ class CandidateEvaluator:
     analysis: Analysis
     val: tuple[torch.Tensor, torch.Tensor]
     calib: torch.Tensor
-    meter: LatencyMeter
+    meter: Meter
     latency_ratio: float
     baseline_ms: float
     verify_samples: int = 4
@@ -44,25 +45,25 @@ class CandidateEvaluator:
         """Measure ``candidate`` again, interleaved with the baseline, over ``rounds`` rounds."""
         pruned, _ = prune(self.model, self.input_shape, self.analysis, candidate.widths)
         onnx_bytes, _, _ = export_verified(pruned, self.input_shape, self.calib[: self.verify_samples])
-        return self.meter.measure(onnx_bytes, rounds=rounds)[0]
+        return self.meter.measure(Artifact(onnx_bytes, label=candidate.key), rounds=rounds).candidate
 
     def evaluate(self, candidate: Candidate) -> EvalResult:
         return self.evaluate_many([candidate])[0]
 
     def evaluate_many(self, candidates: list[Candidate]) -> list[EvalResult]:
-        """Evaluate candidates; their latencies are measured together when the meter can measure in
-        parallel (``measure_many``: several remote devices), else one after another."""
+        """Evaluate candidates; their latencies are measured together when the meter measures in parallel
+        (several remote devices), else one after another."""
         prepared = [self._prepare(c) for c in candidates]
         t = time.perf_counter()
-        if len(prepared) > 1 and hasattr(self.meter, "measure_many"):
-            pairs = self.meter.measure_many([p[0] for p in prepared])
+        if len(prepared) > 1 and self.meter.parallel > 1:
+            pairs = self.meter.measure_many([Artifact(p[0], label=c.key) for p, c in zip(prepared, candidates)])
             per = (time.perf_counter() - t) / len(prepared)
             laps = [per] * len(prepared)
         else:
             pairs, laps = [], []
             for p in prepared:
                 t = time.perf_counter()
-                pairs.append(self.meter.measure(p[0]))
+                pairs.append(self.meter.measure(Artifact(p[0])))
                 laps.append(time.perf_counter() - t)
         out = []
         for (onnx_bytes, acc, macs, params, seconds), (m, _), lap in zip(prepared, pairs, laps):

@@ -50,6 +50,11 @@ class RunStore:
             raise RunStoreError(f"no run {run_id!r} in {self.path} (latest: {', '.join(known) or 'none'})")
         return json.loads(row[0])
 
+    def status(self, run_id: str) -> str:
+        """"running", "done", "infeasible" or "failed"."""
+        self.config(run_id)  # a clear error for an unknown run
+        return self.db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0]
+
     def set_status(self, run_id: str, status: str) -> None:
         with self.db:
             self.db.execute("UPDATE runs SET status = ? WHERE run_id = ?", (status, run_id))

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgeprune.deploy.stage import build_artifact, check_tvm_importable, tvm_skip_reason
-from edgeprune.deploy.tvm import build, export_library, import_onnx, inspect_library, verify_against_ort
+from edgeprune.compile.tvm import build, export_library, import_onnx, inspect_library, verify_against_ort
 from edgeprune.errors import TargetError, UnsupportedLayerError
 from edgeprune.export.onnx import export, simplify
 from edgeprune.targets import load_target
@@ -77,7 +77,7 @@ def test_a_host_library_has_no_cuda_module_and_is_not_aarch64(tiny_onnx, tmp_pat
     ex, _ = build(tiny_onnx, SHAPE, load_target("host").tvm)
     info = inspect_library(export_library(ex, tmp_path / "h.so", load_target("host").tvm))
     assert info.arch == "x86_64" and info.embedded == ()
-    from edgeprune.deploy.tvm import check_library
+    from edgeprune.compile.tvm import check_library
 
     with pytest.raises(TargetError, match="not the target's aarch64"):
         check_library(tmp_path / "h.so", arch="aarch64", device_kind="llvm")

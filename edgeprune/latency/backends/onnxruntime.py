@@ -1,18 +1,45 @@
-"""ONNX Runtime latency backend: one open InferenceSession per model, sequential execution."""
+"""ONNX Runtime latency backend: one open InferenceSession per model, sequential execution, timed per call."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from edgeprune.latency.base import register
 
+CPU = ("CPUExecutionProvider",)
+
+
+def available_providers(wanted) -> tuple[str, ...]:
+    """The execution providers asked for that this ONNX Runtime build has, in the order asked."""
+    import onnxruntime
+
+    have = set(onnxruntime.get_available_providers())
+    return tuple(p for p in (wanted or ()) if p in have) or CPU
+
+
+def ort_session(model: bytes | str | Path, *, threads: int = 1, providers: tuple[str, ...] = CPU):
+    """An InferenceSession on ONNX bytes or an .onnx file: ``threads`` intra-op threads, sequential
+    execution, all graph optimisations (what edgeprune both measures and verifies with)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    src = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(src, so, providers=list(providers))
+
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
+    suffix = ".onnx"
 
-    def __init__(self, providers: tuple[str, ...] = ("CPUExecutionProvider",)):
+    def __init__(self, providers: tuple[str, ...] = CPU):
         self.providers = providers
 
     def version(self) -> str:
@@ -20,11 +47,13 @@ class OnnxRuntimeBackend:
 
         return onnxruntime.__version__
 
-    def open(self, model_bytes: bytes, example: np.ndarray, *, threads: int) -> Callable[[], None]:
-        from edgeprune.export.onnx import ort_session
+    def payload(self, onnx_bytes: bytes, profile) -> bytes:
+        return onnx_bytes
 
-        sess = ort_session(model_bytes, threads=threads, providers=self.providers)
-        feed = {sess.get_inputs()[0].name: example}
+    def open(self, model: bytes | Path, example: np.ndarray, *, threads: int, device: str = "cpu",
+             providers: tuple[str, ...] | None = None) -> Callable[[], None]:
+        sess = ort_session(model, threads=threads, providers=available_providers(providers or self.providers))
+        feed = {sess.get_inputs()[0].name: np.ascontiguousarray(example, dtype=np.float32)}
         run = sess.run
 
         def once() -> None:
@@ -32,13 +61,15 @@ class OnnxRuntimeBackend:
 
         return once
 
+    def outputs(self, model: bytes | Path, x: np.ndarray, *, device: str = "cpu") -> np.ndarray:
+        """Logits for one input batch (numerical checks)."""
+        sess = ort_session(model, providers=available_providers(self.providers))
+        return sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
 
 @register("onnxruntime")
 def _factory(profile=None) -> OnnxRuntimeBackend:
-    if profile is None or not profile.is_local:
+    if profile is None:
         return OnnxRuntimeBackend()
-    import onnxruntime
-
-    # On this machine use the profile's providers that this ONNX Runtime build has, in the profile's order.
-    have = set(onnxruntime.get_available_providers())
-    return OnnxRuntimeBackend(tuple(p for p in profile.providers if p in have) or ("CPUExecutionProvider",))
+    # The profile's providers, in its order; those this build lacks are dropped when a session opens.
+    return OnnxRuntimeBackend(tuple(profile.providers) or CPU)

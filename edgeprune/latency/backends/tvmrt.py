@@ -1,7 +1,9 @@
-"""TVM latency backend: the ONNX model compiled with TVM for this machine, run in a Relax VM.
+"""TVM latency backend: the ONNX model compiled with TVM (Relax) and run in a Relax VM, timed per call.
 
-Timed per call from Python like the ONNX Runtime backend (so ratios between the two are fair), not with
-``time_evaluator``, which would time in its own loop and break the interleaving with the baseline.
+Timed per call from Python like the ONNX Runtime backend, here and on devices alike (so ratios between
+the two runtimes are fair), not with ``time_evaluator``, which times in its own loop and would break the
+interleaving with the baseline. ``payload`` compiles for the profile's device (cross-compiled for ARM
+boards); ``open`` compiles for this machine, or loads a library already built for it.
 """
 
 from __future__ import annotations
@@ -20,45 +22,70 @@ HOST = TvmSettings(target={"kind": "llvm", "mcpu": "native"})
 
 class TvmBackend:
     name = "tvm"
+    suffix = ".so"
 
     def __init__(self, settings: TvmSettings = HOST):
         self.settings = settings
-        self._tmp = tempfile.TemporaryDirectory(prefix="edgeprune-tvm-")
+        self._tmp: tempfile.TemporaryDirectory | None = None
         self._n = 0
 
     def version(self) -> str:
-        from edgeprune.deploy.tvm import version
+        import tvm
 
-        return version()
+        return tvm.__version__
 
-    def open(self, model_bytes: bytes, example: np.ndarray, *, threads: int) -> Callable[[], None]:
+    def _compile(self, onnx_bytes: bytes, input_shape, settings: TvmSettings) -> Path:
         import onnx
 
-        from edgeprune.deploy.tvm import build, export_library
+        from edgeprune.compile.tvm import build, export_library
 
-        ex, _ = build(onnx.load_from_string(model_bytes), tuple(example.shape[1:]), self.settings)
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="edgeprune-tvm-")
+        ex, _ = build(onnx.load_from_string(onnx_bytes), tuple(input_shape), settings)
         self._n += 1
-        path = export_library(ex, Path(self._tmp.name) / f"m{self._n}.so", self.settings)
-        return self.open_library(path, example, threads=threads)
+        return export_library(ex, Path(self._tmp.name) / f"m{self._n}.so", settings)
 
-    def open_library(self, path: str | Path, example: np.ndarray, *, threads: int) -> Callable[[], None]:
-        """Open an already compiled library (e.g. a tuned one) for timed runs."""
-        from edgeprune.deploy.tvm import _tvm, load_vm
+    def payload(self, onnx_bytes: bytes, profile) -> bytes:
+        """The library for ``profile``'s device (its [tvm] target; cross-compiled when it is another machine)."""
+        import onnx
 
-        tvm = _tvm()
-        vm, dev = load_vm(path, threads)
+        shape = [d.dim_value for d in onnx.load_from_string(onnx_bytes).graph.input[0].type.tensor_type.shape.dim][1:]
+        return self._compile(onnx_bytes, shape, profile.tvm).read_bytes()
+
+    def open(self, model: bytes | Path, example: np.ndarray, *, threads: int, device: str = "cpu",
+             providers: tuple[str, ...] | None = None) -> Callable[[], None]:
+        import tvm
+        import tvm_ffi
+
+        path = self._compile(model, example.shape[1:], self.settings) if isinstance(model, bytes) else model
+        # Pool size for TVM's parallel loops (mode 0: no pinning; pinning fights other processes on a shared box).
+        tvm_ffi.get_global_func("runtime.config_threadpool")(0, threads)
+        dev = tvm.cuda() if device == "cuda" else tvm.cpu()
+        vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(path)), dev)
         x = tvm.runtime.tensor(np.ascontiguousarray(example, dtype=np.float32), dev)
-        main = vm["main"]
+        main, sync = vm["main"], dev.sync
 
         def once() -> None:
-            main(x)  # synchronous on the CPU
+            main(x)
+            sync()  # a GPU call returns before the kernels finish
 
         return once
+
+    def outputs(self, model: bytes | Path, x: np.ndarray, *, device: str = "cpu") -> np.ndarray:
+        """Logits for one input batch (numerical checks)."""
+        import tvm
+
+        path = self._compile(model, x.shape[1:], self.settings) if isinstance(model, bytes) else model
+        dev = tvm.cuda() if device == "cuda" else tvm.cpu()
+        vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(path)), dev)
+        out = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32), dev))
+        return (out[0] if not hasattr(out, "numpy") else out).numpy()
 
 
 @register("tvm")
 def _factory(profile=None) -> TvmBackend:
-    # Only the host can run what is compiled here: a profile for another machine is measured remotely.
+    # ``open`` runs what it compiles on this machine: a profile for another machine is compiled for the
+    # host here (its own library comes from ``payload``).
     if profile is not None and profile.tvm is not None and profile.is_local:
         return TvmBackend(profile.tvm)
     return TvmBackend()

@@ -1,0 +1,80 @@
+"""The search loop: ask the agent, evaluate, store, tell — resumable from the run store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from edgeprune.search.agents import Agent
+from edgeprune.search.evaluate import CandidateEvaluator
+from edgeprune.search.store import RunStore
+from edgeprune.types import Candidate, EvalResult, Evaluation
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """Every evaluation of the run in order (stored ones first on resume), how many were measured in this
+    session, and the search loop's wall time (agent overhead included), in seconds."""
+
+    evaluations: tuple[Evaluation, ...]
+    evaluated_now: int
+    seconds: float
+
+
+def most_accurate(evaluations, agent: Agent) -> list[Evaluation]:
+    """The agent's feasible evaluations (``bo-flops`` constrains MACs), most accurate first (ties: faster)."""
+    return sorted((e for e in evaluations if agent.feasible(e.result)),
+                  key=lambda e: (-e.result.accuracy, e.result.latency_ms))
+
+
+def run_search(agent: Agent, evaluator: CandidateEvaluator, store: RunStore, run_id: str, budget: int,
+               reporter) -> SearchOutcome:
+    """Ask/evaluate/tell until ``budget`` distinct candidates are evaluated or the agent stops.
+
+    A resumed run first tells the agent every stored evaluation, in order, without re-measuring it; agents
+    derive their next proposal from their seed and what they were told, so the search continues where it
+    stopped. A candidate whose widths were already evaluated reuses that result and costs no budget
+    (bounded, so an agent stuck on one point cannot loop forever). With several devices, an agent's batch
+    (``agent.batch`` proposals) is measured in parallel.
+    """
+    evaluations: list[Evaluation] = []
+    evaluated_now = 0
+    t0 = time.perf_counter()
+    seen: dict[str, EvalResult] = {}
+    stored = store.evaluations(run_id)
+    reporter.search_start(budget, len(stored))
+
+    def record(e: Evaluation) -> None:
+        seen.setdefault(e.candidate.key, e.result)
+        agent.tell(e.candidate, e.result)
+        evaluations.append(e)
+        ranked = most_accurate(evaluations, agent)
+        reporter.search_step(e.index, e.candidate, e.result, e.reused, ranked[0].result if ranked else None)
+
+    try:
+        for idx, cand, result in stored[:budget]:
+            record(Evaluation(idx, cand, result, True))
+        asks = 0
+        parallel = agent.batch if evaluator.meter.parallel > 1 else 1
+        while len(evaluations) < budget and asks < 4 * budget:
+            batch: list[Candidate] = []
+            while len(batch) < min(parallel, budget - len(evaluations)) and asks < 4 * budget:
+                asks += 1
+                cand = agent.ask()
+                if cand is None:
+                    break
+                if cand.key in seen:
+                    agent.tell(cand, seen[cand.key])
+                    continue
+                if all(c.key != cand.key for c in batch):
+                    batch.append(cand)
+            if not batch:
+                break
+            for cand, result in zip(batch, evaluator.evaluate_many(batch)):
+                idx = len(evaluations)
+                store.append(run_id, idx, cand, result)
+                evaluated_now += 1
+                record(Evaluation(idx, cand, result, False))
+    finally:
+        reporter.search_end()
+    return SearchOutcome(tuple(evaluations), evaluated_now, round(time.perf_counter() - t0, 2))

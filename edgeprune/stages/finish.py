@@ -1,0 +1,74 @@
+"""Stage 6, finish: fine-tune the chosen candidate, export and verify it, and measure it against the
+baseline in the same rounds with the long plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from edgeprune.export.onnx import export_verified
+from edgeprune.latency.artifact import Artifact
+from edgeprune.latency.meter import Meter, Pair
+from edgeprune.model.evaluate import accuracy, count_macs_params
+from edgeprune.model.finetune import TrainConfig, train
+from edgeprune.model.prune import channel_counts
+from edgeprune.verify import Verdict
+
+FINAL_VERIFY_SAMPLES = 200  # calibration images compared between ONNX Runtime and PyTorch
+
+
+@dataclass(frozen=True)
+class FinalModel:
+    """The fine-tuned pruned model, its verified ONNX export and its final measurement.
+
+    ``accuracy`` is top-1 on the whole validation split (fraction); ``pair`` the final model and the
+    baseline measured in the same rounds; ``meets_target`` compares the final p10 ratio with the target.
+    """
+
+    model: nn.Module = field(repr=False)
+    history: list = field(repr=False)
+    onnx_bytes: bytes = field(repr=False)
+    simplifier: str
+    verdict: Verdict
+    pair: Pair
+    accuracy_before_finetune: float
+    accuracy: float
+    macs: int
+    params: int
+    channels: dict
+    finetune: dict
+    candidate_index: int
+    widths: tuple[int, ...]
+    meets_target: bool
+
+    def to_dict(self) -> dict:
+        """The report's ``final`` section."""
+        f, b = self.pair
+        return {"accuracy_before_finetune": self.accuracy_before_finetune, "accuracy": self.accuracy,
+                "macs": self.macs, "params": self.params, "channels": self.channels, "latency": f.to_dict(),
+                "baseline_latency_same_run": b.to_dict(), "speedup_median": b.median_ms / f.median_ms,
+                "simplifier": self.simplifier, "onnx_verification": self.verdict.to_dict(), "finetune": self.finetune,
+                "candidate_index": self.candidate_index, "widths": list(self.widths),
+                "meets_latency_target": self.meets_target}
+
+
+def finish(*, pruned: nn.Module, history: list, teacher: nn.Module, data, shape, calib, meter: Meter, rounds: int,
+           ratio: float, epochs: int, lr: float, distill: bool, seed: int, candidate_index: int,
+           widths: tuple[int, ...], rep) -> FinalModel:
+    """Fine-tune ``pruned`` in place (``epochs`` of SGD + cosine; knowledge distillation from ``teacher``
+    when ``distill``), export and verify it against PyTorch on calibration images (N×C×H×W), and measure
+    it against the baseline over ``rounds`` rounds. ``ratio`` is the target as a fraction of the baseline."""
+    acc_before = accuracy(pruned, *data.val)
+    tcfg = TrainConfig(epochs=epochs, lr=lr, distill=distill, seed=seed)
+    rep.train_start(epochs * -(-len(data.train[1]) // tcfg.batch_size))
+    try:
+        train(pruned, *data.train, tcfg, teacher=teacher if distill else None, on_step=rep.train_step)
+    finally:
+        rep.train_end()
+    onnx_bytes, simplifier, verdict = export_verified(pruned, shape, calib[:FINAL_VERIFY_SAMPLES], full_check=True)
+    pair = meter.measure(Artifact(onnx_bytes, label="final"), rounds=rounds)
+    macs, params = count_macs_params(pruned, shape)
+    return FinalModel(pruned, history, onnx_bytes, simplifier, verdict, pair, acc_before, accuracy(pruned, *data.val),
+                      macs, params, channel_counts(pruned), {"epochs": tcfg.epochs, "lr": tcfg.lr, "distill": tcfg.distill},
+                      candidate_index, tuple(widths), pair.candidate.ratio_to_baseline <= ratio)
