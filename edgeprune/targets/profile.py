@@ -1,4 +1,8 @@
-"""Load and validate target profiles (TOML, one file per device in ``targets/``).
+"""Load and validate target profiles (TOML, one file per device).
+
+The profiles ship inside the package (``edgeprune/targets/profiles/``, package data read with
+``importlib.resources``, so an installed wheel has them; the top-level ``targets`` link points there).
+``EDGEPRUNE_TARGETS`` names another folder to take them from; ``load_target`` also takes a path to a file.
 
 A profile names the device (CPU/GPU), how edgeprune compiles for it (TVM target and host, cross compiler),
 which runtime it deploys and measures with (ONNX Runtime with execution providers, TVM, or ``auto``),
@@ -10,20 +14,25 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from edgeprune.errors import TargetError
-from edgeprune.latency.meter import MeasureSettings
+from edgeprune.types import MeasureSettings
 
-TARGETS_DIR = Path(os.environ.get("EDGEPRUNE_TARGETS", Path(__file__).resolve().parents[2] / "targets"))
+# The folder of profiles in the package; EDGEPRUNE_TARGETS (read on each call) replaces it.
+PROFILES = ("edgeprune.targets", "profiles")
 _KNOWN = {"name", "description", "arch", "device", "cpu", "gpu", "unsupported", "runtime", "tvm", "pruning",
           "measurement", "connection"}
 _RUNTIME_KEYS = {"backend", "providers", "threads"}
 _TVM_KEYS = {"target", "host", "cc", "cc_package"}
 _CONNECTION_KEYS = {"kind", "tracker", "key", "session_timeout_s"}
-RUNTIMES = ("onnxruntime", "tvm", "auto")
+# "auto" or the name of a registered latency backend (edgeprune.latency.base; checked when measuring starts).
+AUTO = "auto"
 # ELF e_machine of each architecture, as `uname -m` names it; the artifact check compares against it.
 ELF_MACHINES = {"x86_64": 62, "aarch64": 183, "armv7l": 40}
 
@@ -78,8 +87,9 @@ class TargetProfile:
             raise TargetError(f"target {self.name}: round_to must be >= 1, got {self.round_to}")
         if self.device not in ("cpu", "gpu"):
             raise TargetError(f"target {self.name}: device must be 'cpu' or 'gpu', got {self.device!r}")
-        if self.backend not in RUNTIMES:
-            raise TargetError(f"target {self.name}: [runtime] backend must be one of {RUNTIMES}, got {self.backend!r}")
+        if not isinstance(self.backend, str) or not re.fullmatch(r"[a-z][a-z0-9_-]*", self.backend):
+            raise TargetError(f"target {self.name}: [runtime] backend must be 'auto' or a latency backend's name "
+                              f"(onnxruntime, tvm, ...), got {self.backend!r}")
         if self.backend in ("tvm", "auto") and self.tvm is None:
             raise TargetError(f"target {self.name}: backend {self.backend!r} needs a [tvm] section")
 
@@ -96,6 +106,19 @@ class TargetProfile:
         if self.connection.kind == "rpc":
             return f"{self.name} ({self.arch}, TVM RPC key {self.connection.key} at {self.connection.tracker})"
         return f"{self.name} ({self.arch}, local)"
+
+    def no_tvm_reason(self) -> str | None:
+        """Why no TVM library is built for this target, or None when one is."""
+        if self.tvm is None:
+            return f"target {self.name} has no [tvm] section"
+        if self.unsupported and self.device == "gpu":
+            return self.unsupported
+        return None
+
+    @property
+    def tvm_device(self) -> str:
+        """Where a TVM library for the target runs on the device: "cuda" for a CUDA target, else "cpu"."""
+        return "cuda" if self.tvm is not None and self.tvm.target["kind"] == "cuda" else "cpu"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -162,20 +185,33 @@ def parse_target(doc: dict, path: Path) -> TargetProfile:
         raise TargetError(f"{path}: {e}") from None
 
 
+def targets_dir() -> Traversable:
+    """Where named profiles come from: ``$EDGEPRUNE_TARGETS`` if set, else the package's ``profiles`` folder."""
+    env = os.environ.get("EDGEPRUNE_TARGETS")
+    if env:
+        return Path(env)
+    package, folder = PROFILES
+    return resources.files(package).joinpath(folder)
+
+
 def load_target(name_or_path: str) -> TargetProfile:
-    """A profile by name (``targets/NAME.toml``) or by path to a TOML file."""
-    path = Path(name_or_path)
+    """A profile by name (``NAME.toml`` in ``targets_dir()``) or by path to a TOML file."""
+    path: Traversable = Path(name_or_path)
     if path.suffix != ".toml":
-        path = TARGETS_DIR / f"{name_or_path}.toml"
+        path = targets_dir().joinpath(f"{name_or_path}.toml")
     if not path.is_file():
         known = ", ".join(list_targets()) or "none found"
         raise TargetError(f"no target profile {name_or_path!r} (known: {known})")
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise TargetError(f"{path}: invalid TOML: {e}") from None
     return parse_target(doc, path)
 
 
 def list_targets() -> list[str]:
-    return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
+    """Names of the profiles in ``targets_dir()``."""
+    folder = targets_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[:-len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml") and p.is_file())

@@ -1,7 +1,15 @@
+import os
+import shutil
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
 import pytest
 
 from edgeprune.errors import TargetError
-from edgeprune.targets import list_targets, load_target
+from edgeprune.targets import list_targets, load_target, targets_dir
+from tests.conftest import ROOT
 
 
 def test_host_profile_loads():
@@ -25,7 +33,7 @@ def test_device_profiles(name, arch, kind, cc):
 
 
 def test_unreachable_target_needs_a_stand_in():
-    from edgeprune.deploy.stage import measuring_profile
+    from edgeprune.latency.where import measurement_plan as measuring_profile
 
     remote = measuring_profile(load_target("rpi4"), None)  # its profile names a tracker and key
     assert remote.remote.key == "rpi4" and remote.remote.tracker == "127.0.0.1:9190" and not remote.stand_in
@@ -53,7 +61,7 @@ def test_unreachable_target_needs_a_stand_in():
     ('name = "x"\narch = "x86_64"\n[measurement]\nfoo = 1\n', "measurement"),
     ('name = "x"\narch = = \n', "invalid TOML"),
     ('name = "x"\narch = "x86_64"\ndevice = "tpu"\n', "device"),
-    ('name = "x"\narch = "x86_64"\n[runtime]\nbackend = "tensorflow"\n', "backend must be one of"),
+    ('name = "x"\narch = "x86_64"\n[runtime]\nbackend = "Tensor Flow"\n', "backend must be 'auto' or"),
     ('name = "x"\narch = "x86_64"\n[runtime]\nbackend = "tvm"\n', "needs a \\[tvm\\] section"),
     ('name = "x"\narch = "x86_64"\n[tvm]\ntarget = "llvm -mcpu=x"\n', "must be a table"),
     ('name = "x"\narch = "x86_64"\n[tvm]\ntarget = { kind = "llvm" }\nflags = 1\n', "unknown keys"),
@@ -71,3 +79,54 @@ def test_invalid_profiles_are_clear_errors(tmp_path, body, match):
 def test_unknown_target_lists_known_ones():
     with pytest.raises(TargetError, match="host"):
         load_target("no-such-board")
+
+
+def test_every_listed_profile_loads_from_the_package_resources(monkeypatch):
+    monkeypatch.delenv("EDGEPRUNE_TARGETS", raising=False)
+    shipped = resources.files("edgeprune.targets").joinpath("profiles")
+    assert Path(str(targets_dir())) == Path(str(shipped))
+    names = list_targets()
+    assert {"host", "rpi4", "rpi5", "arm64-linux", "jetson-orin-nano", "jetson-nano"} <= set(names)
+    for name in names:
+        t = load_target(name)
+        assert t.name == name and Path(t.source) == Path(str(shipped.joinpath(f"{name}.toml")))
+    # The top-level targets/ the README names is the same folder.
+    assert (ROOT / "targets").resolve() == Path(str(shipped)).resolve()
+
+
+def test_edgeprune_targets_names_another_folder(monkeypatch, tmp_path):
+    (tmp_path / "board.toml").write_text('name = "board"\narch = "aarch64"\n')
+    monkeypatch.setenv("EDGEPRUNE_TARGETS", str(tmp_path))
+    assert list_targets() == ["board"]
+    assert load_target("board").arch == "aarch64"
+    with pytest.raises(TargetError, match="known: board"):
+        load_target("host")
+    monkeypatch.setenv("EDGEPRUNE_TARGETS", str(tmp_path / "missing"))
+    assert list_targets() == []
+
+
+def test_a_path_to_a_toml_file_loads(tmp_path):
+    p = tmp_path / "mine.toml"
+    p.write_text('name = "mine"\narch = "x86_64"\n')
+    assert load_target(str(p)).name == "mine" and load_target(str(p)).source == str(p)
+
+
+def test_a_non_editable_install_ships_the_profiles(tmp_path):
+    """pip install (not -e) of a copy of the source: the installed package finds its profiles."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "edgeprune", src / "edgeprune", ignore=shutil.ignore_patterns("__pycache__"))
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+                    str(site), str(src)], check=True, capture_output=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "EDGEPRUNE_TARGETS"}
+    env["PYTHONPATH"] = str(site)
+    r = subprocess.run([sys.executable, "-c", "import edgeprune; from edgeprune.targets import list_targets, "
+                        "load_target; print(edgeprune.__file__); print(list_targets()); print(load_target('host').source)"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    where, names, source = r.stdout.splitlines()
+    assert where.startswith(str(site)) and "'host'" in names and "'rpi4'" in names
+    assert source == str(site / "edgeprune" / "targets" / "profiles" / "host.toml")
