@@ -184,7 +184,10 @@ def device_serve(tracker, key, host, port, name, allow_remote) -> None:
 @click.option("--key", default=None, help="Device key (default: ARCH-emulated).")
 @click.option("--port", default=9095, show_default=True, type=int)
 @click.option("--prepare-only", is_flag=True, help="Prepare the emulator (qemu-user, sysroot, wheels) and exit.")
-def device_emulate(arch, tracker, key, port, prepare_only) -> None:
+@click.option("--install-deps", is_flag=True,
+              help="Install a missing qemu-user with apt-get (sudo unless root); without it, a missing qemu-user "
+                   "is an error naming the command.")
+def device_emulate(arch, tracker, key, port, prepare_only, install_deps) -> None:
     """Start an emulated ARM device (qemu-user) for numerical checks of cross-compiled artifacts.
 
     Prepared from the package registries only (Debian's qemu-user and arm64 packages, PyPI's aarch64 wheels),
@@ -195,7 +198,7 @@ def device_emulate(arch, tracker, key, port, prepare_only) -> None:
 
     from edgeprune.remote.emulate import prepare
 
-    emu = prepare(arch, log=lambda m: click.echo(m, err=True))
+    emu = prepare(arch, log=lambda m: click.echo(m, err=True), install_deps=install_deps)
     click.echo(f"emulator ready: {' '.join(emu.command())}", err=True)
     if prepare_only:
         return

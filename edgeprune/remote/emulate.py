@@ -4,8 +4,9 @@ Everything comes from the package registries (Debian and PyPI), nothing is insta
 Python: the arm64 .debs of python3.11 and its libraries are downloaded with a private apt configuration
 (this machine's apt sources, architecture arm64, lists and cache under the emulator folder) and unpacked
 with ``dpkg -x`` into a sysroot; the aarch64 wheels are unpacked into a site folder. Only ``qemu-user``
-itself is installed with apt-get (root or sudo). No binfmt_misc: ``qemu-aarch64 -L SYSROOT`` is called
-explicitly. ``import tvm`` takes ~15–25 s under emulation.
+itself must be installed on this machine (apt-get, root or sudo): a missing one is an error that says the
+command to run, and it is installed here only when asked (``install_deps``, ``--install-deps``). No
+binfmt_misc: ``qemu-aarch64 -L SYSROOT`` is called explicitly. ``import tvm`` takes ~15–25 s under emulation.
 
 ONNX Runtime's aarch64 wheel crashes (SIGSEGV in dlopen) under qemu-user 7.2, so the emulated device runs
 TVM libraries only. Its timings mean nothing about a real board: the device marks itself emulated and the
@@ -67,17 +68,31 @@ def _run(cmd: list[str], what: str, env: dict | None = None) -> None:
         raise DeviceError(f"{what} failed ({' '.join(cmd[:4])} ...): {' | '.join(tail)}")
 
 
-def _ensure_qemu(qemu: str, log) -> str:
+QEMU_PACKAGE = "qemu-user"
+
+
+def qemu_install_command() -> list[list[str]]:
+    """The apt-get commands that install qemu-user (with sudo unless this process is root)."""
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    return [sudo + ["apt-get", "update"], sudo + ["apt-get", "install", "-y", QEMU_PACKAGE]]
+
+
+def _ensure_qemu(qemu: str, log, install_deps: bool = False) -> str:
     if shutil.which(qemu):
         return shutil.which(qemu)
-    sudo = [] if os.geteuid() == 0 else ["sudo"]
-    if sudo and not shutil.which("sudo"):
-        raise DeviceError(f"{qemu} is missing: install Debian's qemu-user (apt-get install qemu-user) as root")
-    log("installing qemu-user (apt-get)")
+    cmds = qemu_install_command()
+    said = " && ".join(" ".join(c) for c in cmds)
+    if not install_deps:
+        raise DeviceError(f"{qemu} is missing: install Debian's {QEMU_PACKAGE} with `{said}`, "
+                          f"or pass --install-deps to have edgeprune run it")
+    if cmds[0][0] == "sudo" and not shutil.which("sudo"):
+        raise DeviceError(f"{qemu} is missing and there is no sudo: as root, run `{said.replace('sudo ', '')}`")
+    log(f"installing {QEMU_PACKAGE}: {said}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    _run(sudo + ["apt-get", "install", "-y", "-qq", "qemu-user"], "apt-get install qemu-user", env)
+    for cmd in cmds:
+        _run(cmd, " ".join(cmd), env)
     if not shutil.which(qemu):
-        raise DeviceError(f"{qemu} still missing after installing qemu-user")
+        raise DeviceError(f"{qemu} still missing after installing {QEMU_PACKAGE}")
     return shutil.which(qemu)
 
 
@@ -128,14 +143,16 @@ def _site(root: Path, platforms: list[str], log) -> Path:
     return site
 
 
-def prepare(arch: str = "aarch64", *, root: Path | None = None, log=lambda m: None) -> Emulator:
-    """Make (or reuse) the emulator for ``arch`` under ``root``. Idempotent; downloads only what is missing."""
+def prepare(arch: str = "aarch64", *, root: Path | None = None, log=lambda m: None,
+            install_deps: bool = False) -> Emulator:
+    """Make (or reuse) the emulator for ``arch`` under ``root``. Idempotent; downloads only what is missing.
+    A missing qemu-user is a ``DeviceError`` naming the apt command, or, with ``install_deps``, installed."""
     if arch not in ARCHES:
         raise DeviceError(f"no emulator for {arch!r}; available: {', '.join(ARCHES)}")
     spec = ARCHES[arch]
+    qemu = _ensure_qemu(spec["qemu"], log, install_deps)
     root = Path(root or ROOT) / arch
     root.mkdir(parents=True, exist_ok=True)
-    qemu = _ensure_qemu(spec["qemu"], log)
     emu = Emulator(arch, qemu, _sysroot(root, spec["deb"], log), _site(root, spec["wheel_platforms"], log))
     r = subprocess.run(emu.command("-c", "import platform; print(platform.machine())"), capture_output=True, text=True,
                        env=emu.env(), timeout=120)
