@@ -192,23 +192,40 @@ def device_emulate(arch, tracker, key, port, prepare_only, install_deps) -> None
 
     Prepared from the package registries only (Debian's qemu-user and arm64 packages, PyPI's aarch64 wheels),
     cached in ~/.cache/edgeprune/emulator. Its timings are marked emulated and never used as latency.
+    The emulated server (and its sessions) ends with this command, however this command ends.
     """
     import os
+    import signal
     import subprocess
 
+    from edgeprune.children import die_with_parent
     from edgeprune.remote.emulate import prepare
 
     emu = prepare(arch, log=lambda m: click.echo(m, err=True), install_deps=install_deps)
     click.echo(f"emulator ready: {' '.join(emu.command())}", err=True)
     if prepare_only:
         return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+    parent = os.getpid()
+    # Its own process group (the server and its session forks); killed by the kernel if this process dies.
     proc = subprocess.Popen(emu.serve_command(tracker=tracker, key=key or f"{arch}-emulated", port=port),
-                            env=emu.env(), start_new_session=True)
+                            env=emu.env(), start_new_session=True,
+                            preexec_fn=lambda: die_with_parent(signal.SIGKILL, parent))
     try:
         sys.exit(proc.wait())
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, 9)
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 @device_group.command("list")
@@ -216,7 +233,7 @@ def device_emulate(arch, tracker, key, port, prepare_only, install_deps) -> None
 @click.option("--json", "as_json", is_flag=True)
 def device_list(tracker, as_json) -> None:
     """Devices registered with the tracker, and free/pending counts per key."""
-    from edgeprune.remote.client import tracker_summary
+    from edgeprune.latency.rpc import tracker_summary
 
     info = tracker_summary(tracker)
     if as_json:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgeprune.errors import VerificationError
+from edgeprune.model.load import save_checkpoint, verify_checkpoint
 from edgeprune.outputs import StagedOutput, atomic_write, write_failure_report
 
 FINAL_CHECK_SAMPLES = 50  # calibration images through the reloaded model.pt and the exported model
@@ -128,8 +129,6 @@ def write_success(report: Report, *, inputs, final, deployment, calib, command: 
     """Write every artifact into a staging folder, reload and verify ``model.pt`` there, write the manifest,
     and only then replace ``OUT/<name>/`` with it. ``calib`` holds real images (N×C×H×W) for the check."""
     import torch
-
-    from edgeprune.model.load import save_checkpoint, verify_checkpoint
 
     loaded, cfg, profile, plan = inputs.loaded, inputs.cfg, inputs.profile, inputs.plan
     with StagedOutput(inputs.out_root, loaded.name) as staged:

@@ -71,10 +71,10 @@ def test_compile_end_to_end_writes_verified_faster_artifacts(resnet20_ckpt, tmp_
     assert set(deploy["runtimes"]) == {"onnxruntime", "tvm"} and not deploy["stand_in"]
     assert deploy["deployed_runtime"] == min(deploy["runtimes"], key=lambda k: deploy["runtimes"][k]["latency"]["median_ms"])
     assert manifest["deployed_runtime"] == deploy["deployed_runtime"]
-    from edgeprune.compile.tvm import load_vm, run_vm
+    from edgeprune.latency import get_backend
 
-    vm, dev = load_vm(out / "model.tvm.so")
-    assert np.allclose(run_vm(vm, dev, x[:1].numpy()), ref[:1], atol=1e-4, rtol=1e-3)
+    got = get_backend("tvm").outputs(out / "model.tvm.so", x[:1].numpy())
+    assert np.allclose(got, ref[:1], atol=1e-4, rtol=1e-3)
 
 
 def test_cross_target_without_device_needs_a_stand_in(resnet20_ckpt, tmp_path):

@@ -15,7 +15,7 @@ import torch
 from edgeprune.config import CompileConfig
 from edgeprune.data import load_data
 from edgeprune.export.onnx import export_verified
-from edgeprune.latency import LatencyMeter, get_backend
+from edgeprune.latency import Artifact, LocalMeter, get_backend
 from edgeprune.model.load import load_model
 from edgeprune.model.prune import analyse
 from edgeprune.search.evaluate import CandidateEvaluator
@@ -40,7 +40,8 @@ def main() -> None:
     calib = data.calib[0][: defaults.calib_samples]
     val = (data.val[0][: defaults.search_val_samples], data.val[1][: defaults.search_val_samples])
     base, _, _ = export_verified(loaded.model, shape, calib[:16])
-    meter = LatencyMeter(get_backend(profile.backend), base, calib[:1].numpy(), profile.measurement, profile.where())
+    runtime = "onnxruntime" if profile.backend == "auto" else profile.backend
+    meter = LocalMeter(get_backend(runtime, profile), Artifact(base), calib[:1].numpy(), profile.measurement, profile.where())
     ref = meter.baseline()
     analysis = analyse(loaded.model, shape, round_to=profile.round_to)
     ev = CandidateEvaluator(loaded.model, shape, analysis, val, calib, meter, 0.5, ref.p10_ms)

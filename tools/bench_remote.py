@@ -4,7 +4,7 @@
 
 Starts a TVM RPC tracker and one device server on 127.0.0.1 (the real RPC path: sockets, upload, a forked
 session process on the device side), then for each of ``--candidates`` distinct pruned models (random
-per-group widths) measures it locally (``LatencyMeter``: open an ONNX Runtime session, interleaved rounds
+per-group widths) measures it locally (``LocalMeter``: open an ONNX Runtime session, interleaved rounds
 with the baseline) and remotely (upload + interleaved rounds on the device + results back), alternating
 local and remote so both see the same load. Same timing plan on both sides (the host profile's).
 Prints medians over candidates (ms): session opening (once per device and run), upload, the timing
@@ -37,11 +37,11 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from edgeprune.export.onnx import export_verified
-    from edgeprune.latency import LatencyMeter, get_backend
+    from edgeprune.latency import Artifact, LocalMeter, get_backend
     from edgeprune.model.load import build
     from edgeprune.model.prune import analyse, prune
     from edgeprune.errors import DeviceError
-    from edgeprune.remote.client import DeviceSession, devices_for, tracker_summary
+    from edgeprune.latency.rpc import DeviceSession, devices_for, tracker_summary
     from edgeprune.targets import load_target
 
     settings = load_target("host").measurement
@@ -82,18 +82,18 @@ def main() -> None:
         sess = DeviceSession(tracker, "bench", session_timeout_s=3600)
         session_ms = (time.perf_counter() - t) * 1e3
         base_name = sess.upload(base, ".onnx")
-        meter = LatencyMeter(get_backend("onnxruntime"), base, x[:1].numpy(), settings, "host")
+        meter = LocalMeter(get_backend("onnxruntime"), Artifact(base), x[:1].numpy(), settings, "host")
         plan = {"shape": [1, *shape], "threads": settings.threads, "rounds": settings.rounds,
                 "runs_per_round": settings.runs_per_round, "warmup": settings.warmup}
         rows = {"local wall": [], "remote wall": [], "upload": [], "device timing": [], "overhead": []}
         for c in cands:
             t = time.perf_counter()
-            meter.measure(c)
+            meter.measure(Artifact(c))
             rows["local wall"].append((time.perf_counter() - t) * 1e3)
             t = time.perf_counter()
             name = sess.upload(c, ".onnx")
             up = time.perf_counter() - t
-            r = sess.measure("onnx", name, base_name, plan)
+            r = sess.measure("onnxruntime", name, base_name, plan)
             wall = time.perf_counter() - t
             rows["remote wall"].append(wall * 1e3)
             rows["upload"].append(up * 1e3)

@@ -49,10 +49,11 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from edgeprune.compile.tune import tune
-    from edgeprune.compile.tvm import build, export_library, verify_against_ort, version
+    from edgeprune.compile.tvm import build, export_library, version
+    from edgeprune.deploy.verify import verify_against_ort
     from edgeprune.export.onnx import export_verified
     from edgeprune.latency import get_backend
-    from edgeprune.latency.meter import _interleave
+    from edgeprune.latency.timing import interleave as _interleave
     from edgeprune.model.evaluate import count_macs_params
     from edgeprune.targets import load_target
 
@@ -73,11 +74,11 @@ def main() -> None:
                 tuned = export_library(tex, Path(tmp) / f"{arch}-{variant}-t.so", settings)
                 for lib in (untuned, tuned):
                     v = verify_against_ort(lib, onnx_bytes, x.numpy())
-                    assert v["ok"], f"{lib}: TVM differs from ONNX Runtime ({v['max_abs_diff']:.2e})"
+                    assert v.ok, f"{lib}: TVM differs from ONNX Runtime ({v.max_abs_diff:.2e})"
                 example = x[:1].numpy()
                 runners = {"onnxruntime": ort.open(onnx_bytes, example, threads=1),
-                           "tvm untuned": tvmb.open_library(untuned, example, threads=1),
-                           f"tvm tuned ({a.trials})": tvmb.open_library(tuned, example, threads=1)}
+                           "tvm untuned": tvmb.open(untuned, example, threads=1),
+                           f"tvm tuned ({a.trials})": tvmb.open(tuned, example, threads=1)}
                 stats = {k: [] for k in runners}
                 for _ in range(a.repeats):
                     times = _interleave(list(runners.values()), a.rounds, a.runs_per_round, warmup=5)

@@ -7,8 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edgeprune.deploy.stage import build_artifact, check_tvm_importable, tvm_skip_reason
-from edgeprune.compile.tvm import build, export_library, import_onnx, inspect_library, verify_against_ort
+from edgeprune.compile.tvm import build, export_library, import_onnx, inspect_library
+from edgeprune.deploy.stage import build_artifact, check_tvm_importable
+from edgeprune.deploy.verify import verify_against_ort
 from edgeprune.errors import TargetError, UnsupportedLayerError
 from edgeprune.export.onnx import export, simplify
 from edgeprune.targets import load_target
@@ -48,7 +49,7 @@ def test_verification_catches_a_different_model(tiny_onnx, inputs, tmp_path):
     ex, _ = build(tiny_onnx, SHAPE, load_target("host").tvm)
     lib = export_library(ex, tmp_path / "a.so", load_target("host").tvm)
     verdict = verify_against_ort(lib, other.SerializeToString(), inputs)
-    assert not verdict["ok"] and verdict["max_abs_diff"] > 1e-3
+    assert not verdict.ok and verdict.max_abs_diff > 1e-3
 
 
 def _reinit(m):
@@ -86,7 +87,7 @@ def test_a_host_library_has_no_cuda_module_and_is_not_aarch64(tiny_onnx, tmp_pat
 
 
 def test_jetson_nano_gpu_is_explained_not_built():
-    reason = tvm_skip_reason(load_target("jetson-nano"))
+    reason = load_target("jetson-nano").no_tvm_reason()
     assert reason and "sm_53" in reason and "CUDA 13" in reason
 
 

@@ -75,7 +75,7 @@ def _listening(port: int) -> bool:
 
 
 def name_registered(tracker: str, key: str, port: int) -> bool:
-    from edgeprune.remote.client import tracker_summary
+    from edgeprune.latency.rpc import tracker_summary
 
     try:
         info = tracker_summary(tracker)

@@ -13,8 +13,9 @@ import torch
 
 from edgeprune.errors import DeviceError
 from edgeprune.export.onnx import export_verified
-from edgeprune.latency.meter import MeasureSettings
-from edgeprune.remote.client import DevicePool, RemoteMeter, RetryPolicy, tracker_summary
+from edgeprune.latency import Artifact, MeasureSettings, Meter
+from edgeprune.latency.remote import RemoteMeter
+from edgeprune.latency.rpc import DevicePool, RetryPolicy, tracker_summary
 from edgeprune.remote.device import check_bind
 from tests.conftest import ROOT, run_cli, tiny_resnet
 from tests.remote.farm import Farm, free_port
@@ -51,27 +52,28 @@ def tiny_bytes():
 
 def test_measures_on_devices_in_parallel_and_survives_a_dead_device(farm, tiny_bytes):
     pool = DevicePool(farm.tracker, "testdev", size=2, retry=RetryPolicy(retries=4, backoff_s=0.1))
-    meter = RemoteMeter(pool, "onnx", tiny_bytes, (1, 3, 32, 32), MeasureSettings(warmup=2, rounds=2, runs_per_round=3),
+    meter = RemoteMeter(pool, "onnxruntime", Artifact(tiny_bytes), (1, 3, 32, 32), MeasureSettings(warmup=2, rounds=2, runs_per_round=3),
                         "farm")
-    pairs = meter.measure_many([tiny_bytes] * 4)
+    assert isinstance(meter, Meter) and meter.parallel == 2
+    pairs = meter.measure_many([Artifact(tiny_bytes)] * 4)
     assert {p[0].where.split("device ")[1].split(" ")[0] for p in pairs} == {"dev-a", "dev-b"}
     for cand, base in pairs:
-        assert cand.repeats == 6 and cand.backend == "onnxruntime" and 0.5 < cand.ratio_to_baseline < 2
+        assert cand.repeats == cand.rounds * 3 and cand.rounds % 2 == 0 and cand.backend == "onnxruntime" and 0.5 < cand.ratio_to_baseline < 2
     farm.kill("dev-a")
-    pairs = meter.measure_many([tiny_bytes] * 4)  # a session to dev-a breaks: retried on dev-b
+    pairs = meter.measure_many([Artifact(tiny_bytes)] * 4)  # a session to dev-a breaks: retried on dev-b
     assert all("dev-b" in p[0].where for p in pairs) and len(pairs) == 4
     assert any(f["device"] == "dev-a" for f in pool.failures)
 
 
 def test_no_device_left_is_a_clear_error_after_bounded_retries(farm, tiny_bytes):
     pool = DevicePool(farm.tracker, "testdev", retry=RetryPolicy(retries=2, backoff_s=0.05))
-    meter = RemoteMeter(pool, "onnx", tiny_bytes, (1, 3, 32, 32), MeasureSettings(warmup=1, rounds=1, runs_per_round=2),
+    meter = RemoteMeter(pool, "onnxruntime", Artifact(tiny_bytes), (1, 3, 32, 32), MeasureSettings(warmup=1, rounds=1, runs_per_round=2),
                         "farm")
     farm.kill("dev-a")
     farm.kill("dev-b")
     t = time.time()
     with pytest.raises(DeviceError, match="failed on 3 attempts"):
-        meter.measure(tiny_bytes)
+        meter.measure(Artifact(tiny_bytes))
     assert time.time() - t < 120
 
 
@@ -111,26 +113,26 @@ def test_compile_measured_remotely_completes_when_a_device_dies(farm, tmp_path):
     assert "over TVM RPC" in report["target"]["where_measured"]
 
 
-def test_tvm_libraries_are_timed_on_the_device_with_time_evaluator(farm, tiny_bytes):
-    from edgeprune.deploy.stage import _cross_compiler
+def test_tvm_libraries_are_timed_on_the_device_per_call_like_onnx_runtime(farm, tiny_bytes):
+    """The device times a TVM library with the same backend code and per-call timing as the host."""
     from edgeprune.targets import load_target
 
     pool = DevicePool(farm.tracker, "testdev")
-    meter = RemoteMeter(pool, "tvm", tiny_bytes, (1, 3, 32, 32), MeasureSettings(warmup=1, rounds=3, runs_per_round=4),
-                        "farm", to_payload=_cross_compiler(load_target("host"), (3, 32, 32)))
-    cand, base = meter.measure(tiny_bytes)
-    assert cand.backend == "tvm" and cand.backend_version.startswith("0.27") and cand.repeats == 12
+    meter = RemoteMeter(pool, "tvm", Artifact(tiny_bytes), (1, 3, 32, 32),
+                        MeasureSettings(warmup=1, rounds=3, runs_per_round=4), "farm", profile=load_target("host"))
+    cand, base = meter.measure(Artifact(tiny_bytes))
+    assert cand.backend == "tvm" and cand.backend_version.startswith("0.27") and cand.repeats % 12 == 0
     assert 0.5 < cand.ratio_to_baseline < 2 and base.ratio_to_baseline == pytest.approx(1.0)
 
 
 def test_an_expired_session_is_reopened(farm, tiny_bytes):
     pool = DevicePool(farm.tracker, "testdev", size=1, session_timeout_s=2, retry=RetryPolicy(retries=3, backoff_s=0.1))
-    meter = RemoteMeter(pool, "onnx", tiny_bytes, (1, 3, 32, 32), MeasureSettings(warmup=1, rounds=1, runs_per_round=2),
+    meter = RemoteMeter(pool, "onnxruntime", Artifact(tiny_bytes), (1, 3, 32, 32), MeasureSettings(warmup=1, rounds=1, runs_per_round=2),
                         "farm")
-    meter.measure(tiny_bytes)
+    meter.measure(Artifact(tiny_bytes))
     time.sleep(3.5)  # the device ends the session after 2 s
-    cand, _ = meter.measure(tiny_bytes)
-    assert cand.repeats == 2 and len(pool.failures) >= 1
+    cand, _ = meter.measure(Artifact(tiny_bytes))
+    assert cand.repeats % 2 == 0 and len(pool.failures) >= 1
 
 
 @pytest.mark.slow

@@ -1,0 +1,234 @@
+"""The pipeline's logic, fast: compile_model with a fake meter (latency from the model's size).
+
+The real meters are tested in tests/latency and tests/remote, and the whole CLI against real ONNX Runtime
+and TVM in tests/test_cli.py; here the search loop, resume, the final choice, exit 3 and exit 4, the
+staging folder and the report are checked in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from edgeprune.config import CompileConfig
+from edgeprune.errors import (EdgePruneError, InfeasibleTargetError, OutputError, RunStoreError, VerificationError)
+from edgeprune.latency.meter import Pair
+from edgeprune.latency.where import Meters
+from edgeprune.pipeline import compile_model
+from edgeprune.progress import EdgePruneWarning
+from edgeprune.types import Measurement, MeasureSettings
+
+SETTINGS = MeasureSettings(warmup=0, rounds=2, runs_per_round=2, final_rounds=6)
+PROFILE = """name = "fakebox"
+description = "ONNX Runtime only: nothing to compile with TVM"
+arch = "x86_64"
+{extra}
+[runtime]
+backend = "onnxruntime"
+[pruning]
+round_to = 8
+[measurement]
+warmup = 0
+rounds = 2
+runs_per_round = 2
+final_rounds = 6
+"""
+
+
+class FakeMeter:
+    """Latency proportional to the ONNX model's size (its weights), 1 ms for the baseline.
+
+    ``drift`` multiplies latencies measured with ``final_rounds`` (confirmations and the final model):
+    a machine that got slower, the winner's curse. ``final_drift`` only for the final model."""
+
+    runtime = "fake"
+    where = "fake (test)"
+    parallel = 1
+    settings = SETTINGS
+
+    def __init__(self, base_size: int, drift: float = 1.0, final_drift: float = 1.0):
+        self.base_size, self.drift, self.final_drift = base_size, drift, final_drift
+        self.measured: list[str] = []
+        self.closed = False
+
+    def _m(self, ms: float, rounds: int, ratio: float) -> Measurement:
+        return Measurement(median_ms=ms, p10_ms=ms, p90_ms=ms, min_ms=ms, spread=0.0, repeats=rounds * 2, warmup=0,
+                           rounds=rounds, threads=1, backend="fake", backend_version="0", where=self.where,
+                           ratio_to_baseline=ratio, baseline_median_ratio=ratio, noise=0.0)
+
+    def baseline(self, *, rounds=None) -> Measurement:
+        return self._m(1.0, rounds or SETTINGS.final_rounds, 1.0)
+
+    def measure(self, artifact, *, rounds=None) -> Pair:
+        rounds = rounds or SETTINGS.rounds
+        self.measured.append(artifact.label)
+        ratio = len(artifact.onnx) / self.base_size
+        if rounds >= SETTINGS.final_rounds:
+            ratio *= self.drift * (self.final_drift if artifact.label == "final" else 1.0)
+        return Pair(self._m(ratio, rounds, ratio), self._m(1.0, rounds, 1.0))
+
+    def measure_many(self, artifacts, *, rounds=None):
+        return [self.measure(a, rounds=rounds) for a in artifacts]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Opener:
+    """Stands in for ``latency.where.open_meters``; keeps the meter for the test to look at."""
+
+    def __init__(self, **kw):
+        self.kw, self.meter, self.calls = kw, None, 0
+
+    def __call__(self, plan, runtimes, baseline, example, stored_choice=None, rep=None, *, parallel=1, target=None):
+        self.calls += 1
+        self.meter = FakeMeter(len(baseline.onnx), **self.kw)
+        return Meters({"fake": self.meter}, "fake")
+
+
+@pytest.fixture()
+def profile(tmp_path):
+    path = tmp_path / "fakebox.toml"
+    path.write_text(PROFILE.format(extra=""))
+    return str(path)
+
+
+def cfg(tiny_ckpt, profile, out, **kw) -> CompileConfig:
+    base = dict(model=str(tiny_ckpt), target=profile, out=str(out), data="digits", agent="random", budget=4,
+                latency_target="0.8x", finetune_epochs=0, search_val_samples=60, calib_samples=60)
+    return CompileConfig(**dict(base, **kw))
+
+
+def test_a_run_writes_verified_artifacts_and_one_report(tiny_ckpt, profile, tmp_path):
+    threads = torch.get_num_threads()
+    opener = Opener()
+    r = compile_model(cfg(tiny_ckpt, profile, tmp_path / "out", torch_threads=1), opener=opener)
+    out = tmp_path / "out" / "tiny"
+    assert r.out_dir == out and sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.pt",
+                                                                          "report.json"]
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []  # no staging left
+    report = json.loads((out / "report.json").read_text())
+    assert report == json.loads(json.dumps(r.report))  # one object, serialised once
+    assert report["status"] == "ok" and report["search"]["evaluations"] == 4 and len(report["candidates"]) == 4
+    assert report["final"]["meets_latency_target"] and report["final"]["latency"]["ratio_to_baseline"] <= 0.8
+    assert report["search"]["confirmed"] and report["search"]["confirmations"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["artifacts"]["model.pt"]["verification"]["ok"] is True
+    assert manifest["measurement_threads"] == 1
+    # the smallest candidate was measured first (reachability), the final model last; the meter was closed
+    assert set(opener.meter.measured[0].split(",")) == {"8"} and opener.meter.measured[-1] == "final"
+    assert opener.meter.closed
+    assert torch.get_num_threads() == threads  # global torch state restored
+
+
+def test_resume_continues_and_never_silently_overwrites_a_finished_run(tiny_ckpt, profile, tmp_path):
+    out = tmp_path / "out"
+    first = compile_model(cfg(tiny_ckpt, profile, out, budget=3), opener=Opener())
+    more = compile_model(cfg(tiny_ckpt, profile, out, budget=5, resume=first.run_id, overwrite=True), opener=Opener())
+    s = more.report["search"]
+    assert s["evaluations"] == 5 and s["evaluated_this_session"] == 2
+    assert [c["from_store"] for c in more.report["candidates"]] == [True] * 3 + [False] * 2
+    with pytest.raises(RunStoreError, match="finished.*--overwrite"):
+        compile_model(cfg(tiny_ckpt, profile, out, budget=5, resume=first.run_id), opener=Opener())
+    with pytest.raises(RunStoreError, match="different settings"):
+        compile_model(cfg(tiny_ckpt, profile, out, seed=1, resume=first.run_id, overwrite=True), opener=Opener())
+
+
+def test_no_candidate_confirmed_exits_3_and_keeps_the_previous_good_artifacts(tiny_ckpt, profile, tmp_path):
+    out = tmp_path / "out"
+    compile_model(cfg(tiny_ckpt, profile, out), opener=Opener())
+    before = {p.name: p.read_bytes() for p in (out / "tiny").iterdir()}
+    with pytest.raises(InfeasibleTargetError, match="re-measured under the target.*--accept-closest") as e:
+        compile_model(cfg(tiny_ckpt, profile, out, seed=3), opener=Opener(drift=100.0))
+    assert e.value.exit_code == 3
+    after = {p.name: p.read_bytes() for p in (out / "tiny").iterdir() if p.name != "report.failed.json"}
+    assert after == before  # nothing good was touched
+    failed = json.loads((out / "tiny" / "report.failed.json").read_text())
+    assert failed["status"] == "infeasible" and "accept-closest" in failed["reason"] and failed["final"] is None
+    assert failed["search"]["confirmed"] is False and failed["candidates"]
+    # Opting in deploys the closest one and says so.
+    with pytest.warns(EdgePruneWarning, match="no candidate confirmed"):
+        ok = compile_model(cfg(tiny_ckpt, profile, out, seed=3, accept_closest=True), opener=Opener(drift=100.0))
+    assert ok.report["status"] == "ok" and not (out / "tiny" / "report.failed.json").exists()
+
+
+def test_a_final_model_that_misses_the_target_exits_3(tiny_ckpt, profile, tmp_path):
+    with pytest.raises(InfeasibleTargetError, match="final model re-measured"):
+        compile_model(cfg(tiny_ckpt, profile, tmp_path), opener=Opener(final_drift=100.0))
+    assert not (tmp_path / "tiny" / "model.onnx").exists()
+    assert json.loads((tmp_path / "tiny" / "report.failed.json").read_text())["final"]["meets_latency_target"] is False
+
+
+def test_an_unreachable_target_is_found_before_the_search(tiny_ckpt, profile, tmp_path):
+    opener = Opener()
+    with pytest.raises(InfeasibleTargetError, match="cannot be met: even the smallest model"):
+        compile_model(cfg(tiny_ckpt, profile, tmp_path, latency_target="0.01x"), opener=opener)
+    # one measurement, of every group at its narrowest (8 channels), not the whole budget
+    assert len(opener.meter.measured) == 1 and set(opener.meter.measured[0].split(",")) == {"8"}
+    report = json.loads((tmp_path / "tiny" / "report.failed.json").read_text())
+    assert report["status"] == "infeasible" and report["candidates"] == []
+
+
+def test_an_absolute_target_in_ms(tiny_ckpt, profile, tmp_path):
+    r = compile_model(cfg(tiny_ckpt, profile, tmp_path, latency_target="0.9ms"), opener=Opener())
+    assert r.report["target"]["latency_target_ratio"] == pytest.approx(0.9)  # the fake baseline is 1 ms
+    assert r.report["target"]["latency_target_ms"] == pytest.approx(0.9)
+
+
+def test_finetuning_with_distillation_is_reported(tiny_ckpt, profile, tmp_path):
+    r = compile_model(cfg(tiny_ckpt, profile, tmp_path, finetune_epochs=1, distill=True), opener=Opener())
+    f = r.report["final"]
+    assert f["finetune"] == {"epochs": 1, "lr": 0.02, "distill": True}
+    assert 0 <= f["accuracy_before_finetune"] <= 1 and 0 <= f["accuracy"] <= 1
+
+
+def test_a_failed_verification_exits_4_and_leaves_no_artifact(tiny_ckpt, profile, tmp_path, monkeypatch):
+    from edgeprune import report as report_mod
+    from edgeprune.verify import Verdict
+
+    monkeypatch.setattr(report_mod, "verify_checkpoint",
+                        lambda path, model, inputs: Verdict(False, 1.0, len(inputs), method="tampered"))
+    with pytest.raises(VerificationError, match="model.pt does not reproduce") as e:
+        compile_model(cfg(tiny_ckpt, profile, tmp_path), opener=Opener())
+    assert e.value.exit_code == 4
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["report.failed.json"]
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"agent": "nope"}, "unknown agent 'nope'"),
+    ({"agent": "uniform", "batch": 2}, "takes no option 'batch'"),
+    ({"data": "no/such/folder"}, "no/such/folder"),
+])
+def test_bad_options_are_refused_before_anything_is_measured(tiny_ckpt, profile, tmp_path, kw, match):
+    opener = Opener()
+    with pytest.raises(EdgePruneError, match=match):
+        compile_model(cfg(tiny_ckpt, profile, tmp_path, **kw), opener=opener)
+    assert opener.calls == 0 and not (tmp_path / "runs.sqlite").exists()
+
+
+def test_an_output_path_that_is_a_file_is_refused(tiny_ckpt, profile, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match="existing file"):
+        compile_model(cfg(tiny_ckpt, profile, tmp_path / "afile"), opener=Opener())
+
+
+def test_warnings_reach_python_callers_and_the_report(tiny_ckpt, tmp_path):
+    path = tmp_path / "limited.toml"
+    path.write_text(PROFILE.format(extra='unsupported = "a limitation the user must hear about"'))
+    with pytest.warns(EdgePruneWarning, match="a limitation the user must hear about"):
+        r = compile_model(cfg(tiny_ckpt, str(path), tmp_path / "out"), opener=Opener())
+    assert any("limitation" in w for w in r.report["warnings"])
+
+
+def test_config_is_validated_when_built(tiny_ckpt):
+    for kw in ({"budget": 0}, {"batch": 0}, {"latency_target": "2x"}, {"latency_target": "fast"},
+               {"finetune_epochs": -1}):
+        with pytest.raises(EdgePruneError):
+            CompileConfig(model=str(tiny_ckpt), **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CompileConfig(model=str(tiny_ckpt))
