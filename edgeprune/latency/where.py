@@ -22,6 +22,10 @@ from edgeprune.targets.profile import AUTO, Connection, TargetProfile, load_targ
 from edgeprune.types import Measurement
 
 TVM = "tvm"
+# Under ``auto``, a runtime whose baseline measured this many times slower than the search runtime's is not
+# timed again on the final model: pruning shrinks both alike, so it cannot win (untuned TVM on x86 is 20-50x
+# slower than ONNX Runtime, docs/benchmarks.md), and timing it would cost the final plan's rounds for nothing.
+CANNOT_WIN = 3.0
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,14 @@ def compare_runtimes(meters: Meters, final: Artifact, search_pair: Pair, *, plan
     """
     pairs: dict[str, Pair] = {meters.search_runtime: search_pair}
     lib_runs_here = final.library is not None and not plan.stand_in
+    not_timed = {}
+    base = meters.comparison
     for rt, m in meters.by_runtime.items():
+        if rt != meters.search_runtime and rt in base and untuned is None \
+                and base[rt]["p10_ms"] > CANNOT_WIN * base[meters.search_runtime]["p10_ms"]:
+            not_timed[rt] = (f"its baseline measured {base[rt]['p10_ms'] / base[meters.search_runtime]['p10_ms']:.1f}x "
+                             f"slower than {meters.search_runtime}'s: it cannot win")
+            continue
         if rt == TVM and lib_runs_here and untuned is not None:
             pairs[TVM] = m.measure(untuned, rounds=rounds)
             pairs["tvm-tuned"] = m.measure(final, rounds=rounds)
@@ -187,7 +198,8 @@ def compare_runtimes(meters: Meters, final: Artifact, search_pair: Pair, *, plan
         deployed = min(deployable, key=lambda rt: pairs[rt].candidate.median_ms)
     else:
         deployed = policy if policy != TVM else deployable[-1]
-    return {"runtimes": rows, "deployed_runtime": deployed, "policy": policy, "measured_on": plan.where,
+    return {"runtimes": rows, "not_timed": not_timed, "deployed_runtime": deployed, "policy": policy,
+            "measured_on": plan.where,
             "stand_in": plan.stand_in,
             "basis": ("fastest median latency of the final model" if policy == AUTO else f"profile runtime {policy!r}")
             + (" (measured on the STAND-IN, not the device)" if plan.stand_in else "")}
