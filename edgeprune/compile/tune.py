@@ -6,7 +6,12 @@ in a later run, of this model or another, reuses what was tuned. When every task
 no trial is run. Tuning measures on this machine, so it is only offered for a target that is local.
 
 Builder timeout: each builder worker spends 20–29 s importing ``tvm.s_tir.tensor_intrin`` here, past the
-stock 30 s timeout, so every candidate failed (STACK.md); the builder gets ``BUILDER_TIMEOUT_S``.
+stock 30 s timeout, so every candidate failed (docs/design/STACK.md); the builder gets
+``BUILDER_TIMEOUT_S``.
+
+Worker processes: the builders and the runner are TVM popen workers. They are started with
+``edgeprune.children.die_with_parent`` (the kernel kills them when this process ends, however it ends),
+and the ones still alive when tuning returns or fails are terminated.
 """
 
 from __future__ import annotations
@@ -70,6 +75,26 @@ def _fused(mod, target):
                                          t.AnnotateTIROpPattern(), t.FoldConstant(), t.FuseOps(), t.FuseTIR()])(mod)
 
 
+def _tune_with_workers(ms, mod, target, work: Path, db, trials: int, n_tasks: int, cost_model: str, seed: int):
+    """``tune_relax`` with its builder and runner worker processes tied to this process: none outlives it."""
+    from edgeprune.children import descendants, is_popen_worker, kill_descendants, popen_workers_die_with_parent
+
+    before = {p.pid for p in descendants()}
+    runner = None
+    try:
+        with popen_workers_die_with_parent():
+            runner = ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S)  # starts its worker pool now
+            return ms.relax_integration.tune_relax(
+                mod, params={}, target=target, work_dir=str(work), max_trials_global=trials,
+                num_trials_per_iter=min(64, max(1, trials // max(1, n_tasks) or 1) * 4),
+                builder=ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S), runner=runner, database=db,
+                cost_model=cost_model, seed=seed)
+    finally:
+        if runner is not None:  # the runner's pool otherwise lives until the object is garbage-collected
+            runner.pool.shutdown(wait=False)
+        kill_descendants(only=is_popen_worker, exclude=before)
+
+
 def tune(model_proto, input_shape: tuple[int, ...], settings: TvmSettings, trials: int, *, seed: int = 0,
          db_dir: str | Path | None = None):
     """Tune and compile. Returns (``relax.VMExecutable``, ``TuneResult``)."""
@@ -94,12 +119,7 @@ def tune(model_proto, input_shape: tuple[int, ...], settings: TvmSettings, trial
     # folder keep them. Progress is reported by the caller.
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     if known < len(tasks) and trials > 0:
-        db = ms.relax_integration.tune_relax(
-            mod, params={}, target=target, work_dir=str(work), max_trials_global=trials,
-            num_trials_per_iter=min(64, max(1, trials // max(1, len(tasks)) or 1) * 4),
-            builder=ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S),
-            runner=ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S), database=db, cost_model=cost_model,
-            seed=seed)
+        db = _tune_with_workers(ms, mod, target, work, db, trials, len(tasks), cost_model, seed)
     # compile_relax legalises and fuses itself: give it the module as imported, or the fused functions
     # it makes differ from the tuned ones and no record applies (tuned code came out as slow as untuned).
     with tvm.transform.PassContext(opt_level=3):
