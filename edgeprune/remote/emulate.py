@@ -28,7 +28,7 @@ from edgeprune.errors import DeviceError
 ARCHES = {"aarch64": {"deb": "arm64", "qemu": "qemu-aarch64",
                       "wheel_platforms": ["manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"]}}
 DEBS = ["python3.11-minimal", "libpython3.11-stdlib", "libstdc++6", "libgcc-s1", "zlib1g", "libffi8", "libexpat1"]
-# The TVM FFI pin matches constraints.txt (0.1.15 segfaults on save_json; STACK.md).
+# The TVM FFI pin matches constraints.txt (0.1.15 segfaults on save_json; docs/design/STACK.md).
 WHEELS = ["apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post1", "numpy", "ml_dtypes", "typing_extensions"]
 ROOT = Path(os.environ.get("EDGEPRUNE_EMULATOR_DIR", Path.home() / ".cache" / "edgeprune" / "emulator"))
 
