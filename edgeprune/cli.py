@@ -152,9 +152,19 @@ def device_tracker(host, port, allow_remote) -> None:
         check_bind(host, allow_remote)
     except PermissionError as e:
         raise EdgePruneError(str(e)) from None
+    import signal
+
     from tvm.rpc.tracker import Tracker
 
-    tracker = Tracker(host=host, port=port, port_end=port + 1, silent=True)
+    from edgeprune.children import popen_workers_die_with_parent
+
+    def _stop(signum, frame):  # SIGTERM/SIGHUP end the tracker's worker too, through the finally below
+        raise SystemExit(0)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
+    with popen_workers_die_with_parent():  # and a SIGKILLed tracker takes its worker with it
+        tracker = Tracker(host=host, port=port, port_end=port + 1, silent=True)
     click.echo(f"TVM RPC tracker on {host}:{tracker.port}", err=True)
     try:
         while tracker.proc.is_alive():

@@ -23,18 +23,8 @@ NEEDS = {
     "needs_qemu": ("qemu-aarch64", "qemu-aarch64 is missing (sudo apt-get update && sudo apt-get install -y "
                    "qemu-user, or edgeprune device emulate --install-deps)"),
 }
-# Tests in files that do not carry the markers yet (their owners are rewriting them): marked here by id.
-MARK_BY_ID = {
-    "tests/deploy/test_tvm.py::test_cross_compile_rpi4_is_an_aarch64_library": "needs_cross",
-    "tests/deploy/test_tvm.py::test_cross_compile_jetson_orin_nano_carries_a_cuda_module": "needs_cross",
-    "tests/test_cli.py::test_cross_target_measured_on_a_stand_in_is_labelled": "needs_cross",
-}
-
-
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.nodeid in MARK_BY_ID:
-            item.add_marker(MARK_BY_ID[item.nodeid])
         for marker, (tool, reason) in NEEDS.items():
             if item.get_closest_marker(marker) and shutil.which(tool) is None:
                 item.add_marker(pytest.mark.skip(reason=reason))

@@ -87,6 +87,7 @@ def test_cross_target_without_device_needs_a_stand_in(resnet20_ckpt, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_cross
 def test_cross_target_measured_on_a_stand_in_is_labelled(resnet20_ckpt, tmp_path):
     r = run_cli("compile", str(resnet20_ckpt), "--target", "rpi4", "--measure-on", "host", "--latency-target", "0.6x",
                 "--budget", "3", "--out", str(tmp_path), "--data", "digits", "--finetune-epochs", "0", "--json")

@@ -1,6 +1,6 @@
 """ONNX → TVM Relax → compiled shared library for a target profile, and checks of the result.
 
-TVM 0.27 is Relax-only and takes targets as dicts (STACK.md). CPU code is compiled with the default
+TVM 0.27 is Relax-only and takes targets as dicts (docs/design/STACK.md). CPU code is compiled with the default
 pipeline (untuned; see ``compile.tune`` for MetaSchedule); GPU targets get dlight's default GPU schedules,
 without which nothing is bound to GPU threads. Cross targets are linked with the profile's C++ compiler.
 """

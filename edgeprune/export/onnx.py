@@ -24,7 +24,7 @@ def export(model: nn.Module, input_shape: tuple[int, ...]):
     """Export ``model`` (eval mode, batch 1, input C×H×W named ``input``) to an in-memory ONNX ModelProto.
 
     Uses the TorchScript exporter (``dynamo=False``): 0.3–0.9 s instead of 3.5–5 s per export, which
-    matters inside the search loop (STACK.md).
+    matters inside the search loop (docs/design/STACK.md).
     """
     import onnx
 

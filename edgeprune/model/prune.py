@@ -4,7 +4,7 @@ A *prunable group* is a set of coupled channels (a conv's outputs, the BN after 
 layers that read them, residual additions) rooted at one conv or linear layer. The search space is the
 kept width of each group, in multiples of the target's ``round_to``: torch-pruning's own rounding floors
 small groups to zero and then refuses the pruning, so the ratio → width map is not monotone
-(STACK.md); widths are therefore chosen here and pruned by exact channel indices.
+(docs/design/STACK.md); widths are therefore chosen here and pruned by exact channel indices.
 """
 
 from __future__ import annotations

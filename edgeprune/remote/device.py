@@ -2,7 +2,7 @@
 
 Runs on the board (or under emulation) with only numpy, TVM and optionally ONNX Runtime: nothing here
 imports torch. The server is started in this process (TVM's stock ``rpc_server`` re-executes
-``sys.executable``, which fails under qemu-user; STACK.md); every RPC session runs in a forked child
+``sys.executable``, which fails under qemu-user; docs/design/STACK.md); every RPC session runs in a forked child
 that inherits the functions registered here:
 
 - ``edgeprune.device_info() -> str``: JSON with the device name, architecture, runtimes and whether it is emulated.

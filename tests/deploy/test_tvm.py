@@ -59,6 +59,7 @@ def _reinit(m):
         torch.nn.init.normal_(m.weight, std=0.5)
 
 
+@pytest.mark.needs_cross
 def test_cross_compile_rpi4_is_an_aarch64_library(tiny_onnx, inputs, tmp_path):
     art = build_artifact(tiny_onnx, SHAPE, tiny_onnx.SerializeToString(), load_target("rpi4"), inputs, tmp_path)
     assert art.info["elf_machine"] == 183 and art.info["arch"] == "aarch64"
@@ -66,6 +67,7 @@ def test_cross_compile_rpi4_is_an_aarch64_library(tiny_onnx, inputs, tmp_path):
     assert art.verification["ok"] is None and "cross-compiled" in art.verification["method"]
 
 
+@pytest.mark.needs_cross
 def test_cross_compile_jetson_orin_nano_carries_a_cuda_module(tiny_onnx, inputs, tmp_path):
     art = build_artifact(tiny_onnx, SHAPE, tiny_onnx.SerializeToString(), load_target("jetson-orin-nano"), inputs,
                          tmp_path)

@@ -36,7 +36,7 @@ from edgeprune.types import Candidate, EvalResult
 
 @contextmanager
 def one_thread():
-    """GP fits take ~1 s on one thread and 12–31 s on two under load (STACK.md)."""
+    """GP fits take ~1 s on one thread and 12–31 s on two under load (docs/design/STACK.md)."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
