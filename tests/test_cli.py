@@ -159,14 +159,15 @@ def test_bad_latency_target_and_unknown_target(resnet20_ckpt, tmp_path):
 
 
 @pytest.mark.slow
-def test_impossible_latency_target_reports_the_fastest_candidate(resnet20_ckpt, tmp_path):
+def test_impossible_latency_target_is_found_before_the_search(resnet20_ckpt, tmp_path):
     r = run_cli("compile", str(resnet20_ckpt), "--latency-target", "0.02x", "--budget", "3", "--out", str(tmp_path), *FAST)
     assert r.returncode == 3
-    _one_clean_error_line(r, "no candidate met the latency target")
-    assert "fastest found" in r.stderr
-    report = json.loads((tmp_path / "resnet20" / "report.json").read_text())
-    assert report["status"] == "infeasible" and report["final"] is None
+    _one_clean_error_line(r, "cannot be met: even the smallest model")
+    assert "choose a target of at least" in r.stderr
+    report = json.loads((tmp_path / "resnet20" / "report.failed.json").read_text())
+    assert report["status"] == "infeasible" and report["final"] is None and report["candidates"] == []
     assert not (tmp_path / "resnet20" / "model.onnx").exists()  # nothing written as good
+    assert _stored(tmp_path / "runs.sqlite", report["run_id"]) == 0  # no budget spent
 
 
 def _stored(db, run_id=None):

@@ -49,8 +49,8 @@ class FakeMeter:
     parallel = 1
     settings = SETTINGS
 
-    def __init__(self, base_size: int, drift: float = 1.0, final_drift: float = 1.0):
-        self.base_size, self.drift, self.final_drift = base_size, drift, final_drift
+    def __init__(self, base_size: int, drift: float = 1.0, final_drift: float = 1.0, after_first: float = 1.0):
+        self.base_size, self.drift, self.final_drift, self.after_first = base_size, drift, final_drift, after_first
         self.measured: list[str] = []
         self.closed = False
 
@@ -65,7 +65,7 @@ class FakeMeter:
     def measure(self, artifact, *, rounds=None) -> Pair:
         rounds = rounds or SETTINGS.rounds
         self.measured.append(artifact.label)
-        ratio = len(artifact.onnx) / self.base_size
+        ratio = len(artifact.onnx) / self.base_size * (self.after_first if self.measured[:-1] else 1.0)
         if rounds >= SETTINGS.final_rounds:
             ratio *= self.drift * (self.final_drift if artifact.label == "final" else 1.0)
         return Pair(self._m(ratio, rounds, ratio), self._m(1.0, rounds, 1.0))
@@ -170,6 +170,15 @@ def test_an_unreachable_target_is_found_before_the_search(tiny_ckpt, profile, tm
     assert len(opener.meter.measured) == 1 and set(opener.meter.measured[0].split(",")) == {"8"}
     report = json.loads((tmp_path / "tiny" / "report.failed.json").read_text())
     assert report["status"] == "infeasible" and report["candidates"] == []
+
+
+def test_no_feasible_candidate_exits_3_naming_the_fastest(tiny_ckpt, profile, tmp_path):
+    # The smallest candidate (measured first) meets the target; everything the search tries is far slower.
+    with pytest.raises(InfeasibleTargetError, match="no candidate met the latency target.*fastest found") as e:
+        compile_model(cfg(tiny_ckpt, profile, tmp_path), opener=Opener(after_first=100.0))
+    assert e.value.fastest is not None and e.value.fastest.latency_ms > 0.8
+    report = json.loads((tmp_path / "tiny" / "report.failed.json").read_text())
+    assert report["search"]["evaluations"] == 4 and not any(c["feasible"] for c in report["candidates"])
 
 
 def test_an_absolute_target_in_ms(tiny_ckpt, profile, tmp_path):
