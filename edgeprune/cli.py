@@ -86,7 +86,13 @@ def compile_cmd(model, target, latency_target, out, data, agent, budget, cluster
                    f"vs {summary['baseline']['accuracy']:.4f}, run {result.run_id}")
         d = summary["deploy"]
         if d:
-            lib = "model.tvm.so written" if d["tvm_library"] else f"no TVM library ({d['tvm_reason']})"
+            if not d["tvm_library"]:
+                lib = f"no TVM library ({d['tvm_reason']})"
+            elif d["tvm_verified"]:
+                lib = "model.tvm.so written and verified against ONNX Runtime"
+            else:  # cross-compiled and not run: say so, never just "written"
+                lib = ("model.tvm.so written but NOT numerically checked (cross-compiled for the device; "
+                       "--verify-device KEY runs it on a device or an emulated one)")
             click.echo(f"deployed runtime: {d['deployed_runtime']}; {lib}; measured on {d['measured_on']}")
 
 
@@ -114,6 +120,7 @@ def _deploy_summary(d: dict | None) -> dict | None:
     return {"deployed_runtime": d["deployed_runtime"], "measured_on": d["measured_on"], "stand_in": d["stand_in"],
             "tvm_library": d["tvm"]["built"], "tvm_reason": d["tvm"].get("reason"),
             "tvm_verification": d["tvm"].get("verification", {}).get("method"),
+            "tvm_verified": d["tvm"].get("verification", {}).get("ok"),
             "median_ms_per_runtime": {rt: r["latency"]["median_ms"] for rt, r in d["runtimes"].items()}}
 
 

@@ -104,6 +104,10 @@ def test_cross_target_measured_on_a_stand_in_is_labelled(resnet20_ckpt, tmp_path
     assert so["verification"]["ok"] is None and "cross-compiled" in so["verification"]["method"]
     assert (out / "model.tvm.so").read_bytes()[18] == 183  # ELF e_machine EM_AARCH64
     assert manifest["measured_on_stand_in"]
+    # The stand-in measured with its own thread count (host: 1), not the board's (rpi4: 4).
+    assert manifest["measurement_threads"] == 1 == report["final"]["latency"]["threads"]
+    assert manifest["target_profile"]["measurement"]["threads"] == 4
+    assert json.loads(r.stdout)["deploy"]["tvm_verified"] is None  # unchecked, and the summary says so
 
 
 @pytest.mark.slow

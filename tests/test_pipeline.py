@@ -150,8 +150,11 @@ def test_no_candidate_confirmed_exits_3_and_keeps_the_previous_good_artifacts(ti
     assert failed["status"] == "infeasible" and "accept-closest" in failed["reason"] and failed["final"] is None
     assert failed["search"]["confirmed"] is False and failed["candidates"]
     # Opting in deploys the closest one and says so.
-    with pytest.warns(EdgePruneWarning, match="no candidate confirmed"):
+    with pytest.warns(EdgePruneWarning) as seen:
         ok = compile_model(cfg(tiny_ckpt, profile, out, seed=3, accept_closest=True), opener=Opener(drift=100.0))
+    said = [str(w.message) for w in seen]
+    assert any("no candidate confirmed" in m for m in said) and any("final model re-measured" in m for m in said)
+    assert set(ok.report["warnings"]) == set(said)
     assert ok.report["status"] == "ok" and not (out / "tiny" / "report.failed.json").exists()
 
 
@@ -241,3 +244,16 @@ def test_config_is_validated_when_built(tiny_ckpt):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         CompileConfig(model=str(tiny_ckpt))
+
+
+def test_ctrl_c_while_finetuning_names_the_run_to_resume(tiny_ckpt, profile, tmp_path):
+    from edgeprune.errors import Interrupted
+    from edgeprune.progress import Reporter
+
+    class StopInTraining(Reporter):
+        def train_step(self, step, total, loss):
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted, match=r"while fine-tuning run (\S+);.*--resume \1") as e:
+        compile_model(cfg(tiny_ckpt, profile, tmp_path, finetune_epochs=1), reporter=StopInTraining(), opener=Opener())
+    assert e.value.exit_code == 130 and not (tmp_path / "tiny").exists()
