@@ -127,11 +127,16 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
             if not cfg.accept_closest:
                 raise InfeasibleTargetError(f"{msg}; no artifact written (add --accept-closest to deploy it anyway)")
             rep.warn(f"{msg}; --accept-closest: deploying it")
+        verify_pool = _verify_pool(cfg, inputs)
         with tempfile.TemporaryDirectory(prefix="edgeprune-deploy-") as work:
-            deployment = state["deployment"] = deploy(
-                profile=inputs.profile, plan=inputs.plan, meters=baseline.meters, onnx_bytes=final.onnx_bytes,
-                search_pair=final.pair, calib=calib.numpy(), work=Path(work), tvm_problem=baseline.tvm_problem,
-                tune_trials=cfg.tune_trials, seed=cfg.seed, verify_pool=_verify_pool(cfg, inputs), rep=rep)
+            try:
+                deployment = state["deployment"] = deploy(
+                    profile=inputs.profile, plan=inputs.plan, meters=baseline.meters, onnx_bytes=final.onnx_bytes,
+                    search_pair=final.pair, calib=calib.numpy(), work=Path(work), tvm_problem=baseline.tvm_problem,
+                    tune_trials=cfg.tune_trials, seed=cfg.seed, verify_pool=verify_pool, rep=rep)
+            finally:
+                if verify_pool is not None:
+                    verify_pool.close()
             report = _report("ok", None, inputs, run_id, t_start, state, rep)
             out_dir = write_success(report, inputs=inputs, final=final, deployment=deployment, calib=calib,
                                     command=command)

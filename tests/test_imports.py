@@ -27,8 +27,9 @@ def _edges() -> dict[str, set[str]]:
                 continue
             for m in names:
                 parts = m.split(".")
-                if parts[0] == "edgeprune" and len(parts) > 1 and parts[1] != unit and (PKG / parts[1]).exists() \
-                        or parts[0] == "edgeprune" and len(parts) > 1 and (PKG / f"{parts[1]}.py").exists() and parts[1] != unit:
+                if parts[0] != "edgeprune" or len(parts) < 2 or parts[1] == unit:
+                    continue
+                if (PKG / parts[1]).is_dir() or (PKG / f"{parts[1]}.py").is_file():  # not a name inside a module
                     edges.setdefault(unit, set()).add(parts[1])
     return edges
 

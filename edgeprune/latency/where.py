@@ -19,7 +19,6 @@ from edgeprune.latency.artifact import Artifact
 from edgeprune.latency.base import backend_names, get_backend
 from edgeprune.latency.meter import LocalMeter, Meter, Pair
 from edgeprune.targets.profile import AUTO, Connection, TargetProfile, load_target
-from edgeprune.types import Measurement
 
 TVM = "tvm"
 # Under ``auto``, a runtime whose baseline measured this many times slower than the search runtime's is not
@@ -204,6 +203,3 @@ def compare_runtimes(meters: Meters, final: Artifact, search_pair: Pair, *, plan
             "basis": ("fastest median latency of the final model" if policy == AUTO else f"profile runtime {policy!r}")
             + (" (measured on the STAND-IN, not the device)" if plan.stand_in else "")}
 
-
-__all__ = ["MeasurePlan", "Meters", "measurement_plan", "runtimes_for", "open_meters", "compare_runtimes",
-           "Measurement"]

@@ -35,25 +35,28 @@ def _plan(stand_in=False):
     return MeasurePlan(load_target("host"), "here", stand_in)
 
 
-def test_the_fastest_runtime_is_deployed_and_a_library_is_measured_as_built():
-    ort, tvm = Fixed("onnxruntime", 0.5), Fixed("tvm", 0.4)
+FINAL = Artifact(b"onnx", library=Path("/x/model.tvm.so"), runtime="tvm")
+
+
+def _compare(tvm_final_ms: float, tvm_baseline_ms: float, stand_in: bool = False):
+    """Compare ONNX Runtime (final 0.5 ms, searched with) and TVM; returns (comparison, ort meter, tvm meter)."""
+    ort, tvm = Fixed("onnxruntime", 0.5), Fixed("tvm", tvm_final_ms)
     meters = Meters({"onnxruntime": ort, "tvm": tvm}, "onnxruntime",
-                    {"onnxruntime": {"p10_ms": 1.0}, "tvm": {"p10_ms": 1.2}})
-    final = Artifact(b"onnx", library=Path("/x/model.tvm.so"), runtime="tvm")
-    cmp = compare_runtimes(meters, final, Pair(_m(0.5), _m(1.0)), plan=_plan(), rounds=3, policy="auto")
+                    {"onnxruntime": {"p10_ms": 1.0}, "tvm": {"p10_ms": tvm_baseline_ms}})
+    cmp = compare_runtimes(meters, FINAL, Pair(_m(0.5), _m(1.0)), plan=_plan(stand_in), rounds=3, policy="auto")
+    return cmp, ort, tvm
+
+
+def test_the_fastest_runtime_is_deployed_and_a_library_is_measured_as_built():
+    cmp, ort, tvm = _compare(0.4, 1.2)
     assert cmp["deployed_runtime"] == "tvm" and set(cmp["runtimes"]) == {"onnxruntime", "tvm"}
     assert tvm.seen[0].library is not None and ort.seen == []  # the search pair is reused for onnxruntime
     # A stand-in cannot run the device's library: it measures the ONNX model compiled for itself.
-    tvm.seen.clear()
-    compare_runtimes(meters, final, Pair(_m(0.5), _m(1.0)), plan=_plan(stand_in=True), rounds=3, policy="auto")
+    _, _, tvm = _compare(0.4, 1.2, stand_in=True)
     assert tvm.seen[0].library is None
 
 
 def test_a_runtime_that_cannot_win_is_not_timed_again():
-    ort, tvm = Fixed("onnxruntime", 0.5), Fixed("tvm", 20.0)
-    meters = Meters({"onnxruntime": ort, "tvm": tvm}, "onnxruntime",
-                    {"onnxruntime": {"p10_ms": 1.0}, "tvm": {"p10_ms": 30.0}})
-    final = Artifact(b"onnx", library=Path("/x/model.tvm.so"), runtime="tvm")
-    cmp = compare_runtimes(meters, final, Pair(_m(0.5), _m(1.0)), plan=_plan(), rounds=3, policy="auto")
+    cmp, _, tvm = _compare(20.0, 30.0)
     assert tvm.seen == [] and "30.0x slower" in cmp["not_timed"]["tvm"]
     assert cmp["deployed_runtime"] == "onnxruntime" and set(cmp["runtimes"]) == {"onnxruntime"}
