@@ -204,6 +204,7 @@ class BOAgent(BaseAgent):
         from botorch.optim import optimize_acqf
         from botorch.sampling import SobolQMCNormalSampler
         from gpytorch.mlls import SumMarginalLogLikelihood
+        from linear_operator.utils.warnings import NumericalWarning
 
         n = len(self.keeps)
         X = torch.tensor(self.phase.from_full(np.stack(self.keeps)), dtype=torch.double)
@@ -217,6 +218,9 @@ class BOAgent(BaseAgent):
             # some samples have none and it falls back to a lower bound (and warns). When no *observation*
             # is feasible this agent already proposes by probability of feasibility instead.
             warnings.filterwarnings("ignore", "When all training points are infeasible", BotorchWarning)
+            # Near-duplicate strategies make the covariance nearly singular; GPyTorch then adds jitter to the
+            # diagonal and warns once per posterior: a handled fallback that filled the terminal with warnings.
+            warnings.simplefilter("ignore", NumericalWarning)
             torch.manual_seed(self.seed * 100_003 + n)
             models = [SingleTaskGP(X, Y[:, i : i + 1], outcome_transform=Standardize(m=1)) for i in range(2)]
             model = ModelListGP(*models)
