@@ -23,6 +23,16 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+def _fraction(ctx, param, text: str | None) -> float | None:
+    """'0.93' or '93%' → 0.93."""
+    if text is None:
+        return None
+    try:
+        return float(text[:-1]) / 100 if text.strip().endswith("%") else float(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give a fraction (0.93) or a percentage (93%)") from None
+
+
 @click.group()
 @click.version_option(package_name="edgeprune")
 def cli() -> None:
@@ -58,11 +68,17 @@ def cli() -> None:
 @click.option("--accept-closest", is_flag=True,
               help="Deploy the closest candidate when none re-measures under the latency target (else exit 3).")
 @click.option("--overwrite", is_flag=True, help="Let --resume of a finished run replace its artifacts.")
+@click.option("--max-latency-ms", type=float, default=None,
+              help="CI gate: the final model's median latency must be at most this (else exit 3, nothing written).")
+@click.option("--min-accuracy", default=None, callback=_fraction,
+              help="CI gate: final validation accuracy at least this (0.93 or 93%).")
+@click.option("--max-accuracy-drop", default=None, callback=_fraction,
+              help="CI gate: baseline minus final accuracy at most this (0.02 or 2% = 2 points).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the report summary (or, on failure, an error object) as JSON on stdout, nothing else.")
 def compile_cmd(model, target, latency_target, out, data, agent, budget, clusters, batch, seed, arch, input_shape,
                 trust_model_code, finetune_epochs, distill, resume, measure_on, tracker, device_key, verify_device, tune_trials,
-                accept_closest, overwrite, as_json) -> None:
+                accept_closest, overwrite, max_latency_ms, min_accuracy, max_accuracy_drop, as_json) -> None:
     """Prune MODEL to meet a latency target measured on TARGET; write verified artifacts."""
     from edgeprune.config import CompileConfig
     from edgeprune.pipeline import compile_model
@@ -73,7 +89,8 @@ def compile_cmd(model, target, latency_target, out, data, agent, budget, cluster
                         trust_model_code=trust_model_code, finetune_epochs=finetune_epochs, distill=distill,
                         resume=resume, measure_on=measure_on, tune_trials=tune_trials, tracker=tracker,
                         device_key=device_key, verify_device=verify_device, accept_closest=accept_closest,
-                        overwrite=overwrite)
+                        overwrite=overwrite, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy,
+                        max_accuracy_drop=max_accuracy_drop)
     command = "edgeprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = compile_model(cfg, reporter=RichReporter(), command=command)
     summary = summarise(result.report)
@@ -111,6 +128,7 @@ def summarise(report: dict) -> dict:
                       "meets_latency_target": f["meets_latency_target"],
                       "onnx_verified": f["onnx_verification"]["ok"]},
             "evaluations": report["search"]["evaluations"],
+            "gates": report.get("gates", []),
             "deploy": _deploy_summary(report.get("deploy"))}
 
 

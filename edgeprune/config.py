@@ -62,6 +62,10 @@ class CompileConfig:
     verify_device: str | None = None  # key of a device (may be emulated) that checks the TVM library's numerics
     accept_closest: bool = False  # deploy the closest candidate when none re-measures under the target (else exit 3)
     overwrite: bool = False  # resuming a finished run may replace its artifacts
+    # CI gates on the final model (exit 3 and no artifact when one is missed; None: no gate).
+    max_latency_ms: float | None = None  # median of the final measurement, ms
+    min_accuracy: float | None = None  # top-1 on the validation split, fraction in [0, 1]
+    max_accuracy_drop: float | None = None  # baseline minus final top-1, fraction (0.02 = 2 points)
 
     def __post_init__(self):
         LatencyTarget.parse(self.latency_target)
@@ -75,6 +79,12 @@ class CompileConfig:
             raise EdgePruneError("--finetune-epochs must be >= 0")
         if self.tune_trials < 0:
             raise EdgePruneError("--tune-trials must be >= 0")
+        if self.max_latency_ms is not None and self.max_latency_ms <= 0:
+            raise EdgePruneError("--max-latency-ms must be > 0")
+        for name in ("min_accuracy", "max_accuracy_drop"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= 1:
+                raise EdgePruneError(f"--{name.replace('_', '-')} is a fraction in [0, 1] (0.9, or 90%), got {v}")
         if self.search_val_samples < 10 or self.calib_samples < 10:
             raise EdgePruneError("search_val_samples and calib_samples must be at least 10")
 

@@ -31,6 +31,7 @@ from edgeprune.search.store import RunStore
 from edgeprune.stages.analyse import analyse_model
 from edgeprune.stages.baseline import check_reachable, measure_baseline
 from edgeprune.stages.finish import finish
+from edgeprune.stages.gates import GateError, check_gates, enforce
 from edgeprune.stages.load import Inputs, agent_options, load
 
 
@@ -127,6 +128,9 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
             if not cfg.accept_closest:
                 raise InfeasibleTargetError(f"{msg}; no artifact written (add --accept-closest to deploy it anyway)")
             rep.warn(f"{msg}; --accept-closest: deploying it")
+        gates = state["gates"] = check_gates(cfg, latency_median_ms=final.pair.candidate.median_ms,
+                                             accuracy=final.accuracy, base_accuracy=state["base_accuracy"])
+        enforce(gates)
         verify_pool = _verify_pool(cfg, inputs)
         with tempfile.TemporaryDirectory(prefix="edgeprune-deploy-") as work:
             try:
@@ -144,7 +148,8 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
         return CompileResult(run_id, out_dir, report.to_dict())
     except (InfeasibleTargetError, VerificationError) as e:
         if run_id is not None:
-            status = "infeasible" if isinstance(e, InfeasibleTargetError) else "failed"
+            status = ("gate_failed" if isinstance(e, GateError) else
+                      "infeasible" if isinstance(e, InfeasibleTargetError) else "failed")
             store.set_status(run_id, status)
             path = write_failure(_report(status, str(e), inputs, run_id, t_start, state, rep), inputs)
             e.args = (f"{e}; report in {path}",)
@@ -193,7 +198,7 @@ def _report(status, reason, inputs, run_id, t_start, state, rep):
                         analysed=state.get("analysed"), baseline=state.get("baseline"),
                         base_accuracy=state.get("base_accuracy"), agent=state.get("agent"),
                         outcome=state.get("outcome"), selection=state.get("selection"), final=state.get("final"),
-                        deployment=state.get("deployment"), warnings_seen=rep.warnings)
+                        deployment=state.get("deployment"), gates=state.get("gates", ()), warnings_seen=rep.warnings)
 
 
 def _verify_pool(cfg: CompileConfig, inputs: Inputs):

@@ -62,8 +62,8 @@ def _candidate_rows(evaluations) -> list[dict]:
 class Report:
     """What a run did, serialised once as ``report.json`` (or ``report.failed.json``).
 
-    ``status`` is "ok", "infeasible" (the latency target was not met: exit 3) or "failed" (an artifact
-    failed verification: exit 4); ``reason`` says why when it is not "ok". Sections that a stage did not
+    ``status`` is "ok", "infeasible" (the latency target was not met: exit 3), "gate_failed" (a CI gate was
+    missed: exit 3) or "failed" (an artifact failed verification: exit 4); ``reason`` says why when it is not "ok". Sections that a stage did not
     reach are None.
     """
 
@@ -80,7 +80,9 @@ class Report:
     final: dict | None = None
     deploy: dict | None = None
     candidates: list = field(default_factory=list)
+    gates: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    config: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,7 +90,7 @@ class Report:
 
 def build_report(*, status: str, run_id: str, inputs, t_start: float, reason: str | None = None, analysed=None,
                  baseline=None, base_accuracy: float | None = None, agent=None, outcome=None, selection=None,
-                 final=None, deployment=None, warnings_seen=()) -> Report:
+                 final=None, deployment=None, gates=(), warnings_seen=()) -> Report:
     """The report from the stages' typed results; every argument after ``t_start`` may be missing when
     the run stopped before that stage."""
     cfg, loaded, profile, plan = inputs.cfg, inputs.loaded, inputs.profile, inputs.plan
@@ -117,7 +119,8 @@ def build_report(*, status: str, run_id: str, inputs, t_start: float, reason: st
                   final=final.to_dict() if final is not None else None,
                   deploy=deployment.comparison if deployment is not None else None,
                   candidates=_candidate_rows(outcome.evaluations) if outcome is not None else [],
-                  wall_time_s=round(time.time() - t_start, 2), warnings=list(warnings_seen))
+                  wall_time_s=round(time.time() - t_start, 2), gates=[g.to_dict() for g in gates],
+                  warnings=list(warnings_seen), config=cfg.to_dict())
 
 
 def write_failure(report: Report, inputs) -> Path:

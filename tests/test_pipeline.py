@@ -257,3 +257,26 @@ def test_ctrl_c_while_finetuning_names_the_run_to_resume(tiny_ckpt, profile, tmp
     with pytest.raises(Interrupted, match=r"while fine-tuning run (\S+);.*--resume \1") as e:
         compile_model(cfg(tiny_ckpt, profile, tmp_path, finetune_epochs=1), reporter=StopInTraining(), opener=Opener())
     assert e.value.exit_code == 130 and not (tmp_path / "tiny").exists()
+
+
+def test_ci_gates_pass_or_exit_3_with_the_reason_and_no_artifact(tiny_ckpt, profile, tmp_path):
+    from edgeprune.stages.gates import GateError
+
+    ok = compile_model(cfg(tiny_ckpt, profile, tmp_path / "a", max_latency_ms=5.0, min_accuracy=0.0,
+                           max_accuracy_drop=1.0), opener=Opener())
+    assert [g["passed"] for g in ok.report["gates"]] == [True, True, True]
+    # The fake final model measures well under 1 ms; the untrained tiny model is far below 99% accuracy.
+    with pytest.raises(GateError, match=r"misses the CI gate\(s\): latency .* > --max-latency-ms 0.001; "
+                                        r"accuracy .* < --min-accuracy 99.00%") as e:
+        compile_model(cfg(tiny_ckpt, profile, tmp_path / "b", max_latency_ms=0.001, min_accuracy=0.99),
+                      opener=Opener())
+    assert e.value.exit_code == 3 and not (tmp_path / "b" / "tiny" / "model.onnx").exists()
+    failed = json.loads((tmp_path / "b" / "tiny" / "report.failed.json").read_text())
+    assert failed["status"] == "gate_failed" and [g["passed"] for g in failed["gates"]] == [False, False]
+    assert failed["config"]["max_latency_ms"] == 0.001
+
+
+def test_gate_values_are_validated(tiny_ckpt):
+    for kw in ({"min_accuracy": 93.0}, {"max_accuracy_drop": -0.1}, {"max_latency_ms": 0}):
+        with pytest.raises(EdgePruneError):
+            CompileConfig(model=str(tiny_ckpt), **kw)
