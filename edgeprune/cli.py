@@ -142,6 +142,29 @@ def _deploy_summary(d: dict | None) -> dict | None:
             "median_ms_per_runtime": {rt: r["latency"]["median_ms"] for rt, r in d["runtimes"].items()}}
 
 
+@cli.command("verify")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON on stdout.")
+def verify_cmd(folder, as_json) -> None:
+    """Re-check a built artifact folder (OUT/<name>/): hashes, ONNX vs model.pt, the TVM library here.
+
+    Exits 4 when any check fails."""
+    from edgeprune.artifacts import verify_artifacts
+    from edgeprune.errors import VerificationError
+
+    checks = verify_artifacts(folder)
+    if as_json:
+        click.echo(json.dumps([c.to_dict() for c in checks], indent=2))
+    else:
+        for c in checks:
+            mark = {True: "ok  ", False: "FAIL", None: "skip"}[c.ok]
+            click.echo(f"{mark} {c.name:28s} {c.detail}")
+    failed = [c for c in checks if c.ok is False]
+    if failed:
+        raise VerificationError(f"{folder}: {len(failed)} of {len(checks)} checks failed: "
+                                + "; ".join(f"{c.name} ({c.detail})" for c in failed))
+
+
 @cli.command("targets")
 def targets_cmd() -> None:
     """List target profiles."""
