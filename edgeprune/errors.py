@@ -65,3 +65,7 @@ class DeviceError(EdgePruneError):
 
 class OutputError(EdgePruneError):
     """The output folder cannot be used: it is a file, cannot be created, or is not writable."""
+
+
+class ProjectConfigError(EdgePruneError):
+    """The project config (``edgeprune.toml`` or ``[tool.edgeprune]`` in ``pyproject.toml``) is invalid."""
