@@ -76,21 +76,21 @@ def cli() -> None:
               help="CI gate: baseline minus final accuracy at most this (0.02 or 2% = 2 points).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the report summary (or, on failure, an error object) as JSON on stdout, nothing else.")
-def compile_cmd(model, target, latency_target, out, data, agent, budget, clusters, batch, seed, arch, input_shape,
-                trust_model_code, finetune_epochs, distill, resume, measure_on, tracker, device_key, verify_device, tune_trials,
-                accept_closest, overwrite, max_latency_ms, min_accuracy, max_accuracy_drop, as_json) -> None:
-    """Prune MODEL to meet a latency target measured on TARGET; write verified artifacts."""
+@click.pass_context
+def compile_cmd(ctx, model, as_json, **options) -> None:
+    """Prune MODEL to meet a latency target measured on TARGET; write verified artifacts.
+
+    Options not given on the command line come from the project config (edgeprune.toml, or
+    [tool.edgeprune.compile] in pyproject.toml, found from the current folder upwards), else the defaults."""
     from edgeprune.config import CompileConfig
     from edgeprune.pipeline import compile_model
     from edgeprune.progress import RichReporter
 
-    cfg = CompileConfig(model=model, target=target, latency_target=latency_target, out=out, data=data, agent=agent,
-                        budget=budget, clusters=clusters, batch=batch, seed=seed, arch=arch, input_shape=_shape(input_shape),
-                        trust_model_code=trust_model_code, finetune_epochs=finetune_epochs, distill=distill,
-                        resume=resume, measure_on=measure_on, tune_trials=tune_trials, tracker=tracker,
-                        device_key=device_key, verify_device=verify_device, accept_closest=accept_closest,
-                        overwrite=overwrite, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy,
-                        max_accuracy_drop=max_accuracy_drop)
+    project, values = _project_options(ctx)
+    options.update(values)  # each option's name is its CompileConfig field
+    if isinstance(options["input_shape"], str):
+        options["input_shape"] = _shape(options["input_shape"])
+    cfg = CompileConfig(model=model, project_config=str(project) if project else None, **options)
     command = "edgeprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = compile_model(cfg, reporter=RichReporter(), command=command)
     summary = summarise(result.report)
@@ -111,6 +111,29 @@ def compile_cmd(model, target, latency_target, out, data, agent, budget, cluster
                 lib = ("model.tvm.so written but NOT numerically checked (cross-compiled for the device; "
                        "--verify-device KEY runs it on a device or an emulated one)")
             click.echo(f"deployed runtime: {d['deployed_runtime']}; {lib}; measured on {d['measured_on']}")
+
+
+# Options a project config may set, with their types. Not trust_model_code (a cloned repository must not
+# turn on unpickling by itself), nor the per-run resume, overwrite and json.
+PROJECT_OPTIONS = {"target": str, "latency_target": str, "out": str, "data": str, "agent": str, "budget": int,
+                   "clusters": int, "batch": int, "seed": int, "arch": str, "input_shape": tuple,
+                   "finetune_epochs": int, "distill": bool, "measure_on": str, "tracker": str, "device_key": str,
+                   "verify_device": str, "tune_trials": int, "accept_closest": bool, "max_latency_ms": float,
+                   "min_accuracy": float, "max_accuracy_drop": float}
+PROJECT_PATHS = {"out": None, "data": lambda v: v not in ("shapes", "digits"), "target": lambda v: v.endswith(".toml")}
+
+
+def _project_options(ctx: click.Context):
+    """(config file or None, {option: value} from it for every option left at its default on the command line)."""
+    from click.core import ParameterSource
+
+    from edgeprune.project import find_project_config, load_project_config
+
+    path = find_project_config()
+    if path is None:
+        return None, {}
+    values = load_project_config(path, known=PROJECT_OPTIONS, paths=PROJECT_PATHS)
+    return path, {k: v for k, v in values.items() if ctx.get_parameter_source(k) is ParameterSource.DEFAULT}
 
 
 def summarise(report: dict) -> dict:

@@ -66,6 +66,7 @@ class CompileConfig:
     max_latency_ms: float | None = None  # median of the final measurement, ms
     min_accuracy: float | None = None  # top-1 on the validation split, fraction in [0, 1]
     max_accuracy_drop: float | None = None  # baseline minus final top-1, fraction (0.02 = 2 points)
+    project_config: str | None = None  # the edgeprune.toml / pyproject.toml some of these came from
 
     def __post_init__(self):
         LatencyTarget.parse(self.latency_target)

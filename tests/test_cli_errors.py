@@ -35,3 +35,28 @@ def test_json_failure_prints_an_error_object(tiny_ckpt, tmp_path):
 def test_an_option_the_agent_does_not_take_is_refused_at_once(tiny_ckpt, tmp_path):
     _one_line(run_cli("compile", str(tiny_ckpt), "--agent", "uniform", "--batch", "2", "--out", str(tmp_path)),
               "takes no option 'batch'")
+
+
+def _cli_in(folder, *args):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = dict(__import__("os").environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "edgeprune.cli", *args], capture_output=True, text=True, timeout=300,
+                          cwd=folder, env=env)
+
+
+def test_a_project_config_fills_what_the_command_line_leaves_out(tiny_ckpt, tmp_path):
+    (tmp_path / ".git").mkdir()  # the repository root: the search for a config stops here
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "edgeprune.toml").write_text('[compile]\nagent = "nope"\nout = "afile"\n')
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    # From a sub-folder: `out` is resolved against the config file's folder (and is a file: refused).
+    _one_line(_cli_in(sub, "compile", str(tiny_ckpt)), str(tmp_path / "afile"))
+    # A flag beats the file; the file's agent still applies.
+    _one_line(_cli_in(sub, "compile", str(tiny_ckpt), "--out", str(tmp_path / "dist")), "unknown agent 'nope'")
+    (tmp_path / "edgeprune.toml").write_text('[compile]\nlatency-targt = "0.5x"\n')
+    _one_line(_cli_in(sub, "compile", str(tiny_ckpt)), "did you mean 'latency_target'?")
