@@ -1,0 +1,715 @@
+"""A run's report as one self-contained HTML page (``report.html``), for a person instead of ``report.json``.
+
+The page is built from the report dict alone (``Report.to_dict()``, or ``report.json`` / ``report.failed.json``
+read back), so it works on any report, including one of a failed run whose later sections are None: what is
+missing is said on the page. Charts are drawn with matplotlib's Agg canvas (no pyplot, no global backend
+change) and embedded as PNG data URIs; the page loads nothing from anywhere else. Every string taken from
+the report is escaped: model names, paths and reasons come from users.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from edgeprune.outputs import atomic_write
+
+REPORT_HTML = "report.html"
+
+# Labels that change what a number means: shown in bold wherever they appear in a cell.
+_LABELS = re.compile(r"(STAND-IN|stand-in|EMULATED|emulated)")
+
+# Colours (colour-blind safe, from the Okabe-Ito palette) and markers of the charts.
+C_FEASIBLE, C_INFEASIBLE, C_NOISY = "#009E73", "#D55E00", "#E69F00"
+C_FRONT, C_TARGET, C_CHOSEN, C_FINAL = "#0072B2", "#444444", "#F0E442", "#CC79A7"
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;color:#1d1d1f;
+background:#fafafa;line-height:1.45}
+main{max-width:1120px;margin:0 auto;padding:20px 28px 48px}
+h1{font-size:1.6em;margin:0.2em 0 0.1em}h2{font-size:1.25em;margin:1.8em 0 0.5em;border-bottom:1px solid #ddd;
+padding-bottom:4px}h3{font-size:1.05em;margin:1.2em 0 0.4em}
+.sub{color:#555;margin:0 0 1em}
+.banner{padding:12px 16px;border-radius:6px;margin:12px 0;font-size:1.05em}
+.banner.fail{background:#fde8e6;border:2px solid #c0392b;color:#7b1d12}
+.banner.ok{background:#e7f5ee;border:1px solid #2e8b57;color:#1c5234}
+.banner.missing{background:#fff6e0;border:1px solid #d9a400;color:#5c4500;font-size:0.95em}
+table{border-collapse:collapse;margin:6px 0 12px;background:#fff;font-size:0.92em}
+th,td{border:1px solid #d8d8d8;padding:4px 9px;text-align:left;vertical-align:top}
+th{background:#f0f0f3;font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+tr.hl td{background:#fffbd6}
+table.kv th{width:230px}
+code{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:0.88em;
+word-break:break-all}
+figure{margin:8px 0 16px;background:#fff;border:1px solid #e2e2e2;padding:8px;border-radius:4px}
+figure img{max-width:100%;height:auto;display:block;margin:0 auto}
+figcaption{color:#555;font-size:0.9em;margin-top:6px}
+.missing{color:#8a6d00;font-style:italic}
+.bad{color:#b0281a;font-weight:600}.good{color:#1c7a45}
+footer{color:#777;font-size:0.85em;margin-top:3em}
+details summary{cursor:pointer;color:#0b5cad}
+"""
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _e(value: Any) -> str:
+    """Escaped text (quotes too: the result may go into an attribute)."""
+    return html.escape(str(value), quote=True)
+
+
+def _label(value: Any) -> str:
+    """Escaped text with STAND-IN / EMULATED in bold."""
+    return _LABELS.sub(r"<strong>\1</strong>", _e(value))
+
+
+def _get(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    return float(x)
+
+
+def _ms(x: Any) -> str:
+    v = _num(x)
+    return "—" if v is None else f"{v:.3f} ms"
+
+
+def _ratio(x: Any) -> str:
+    v = _num(x)
+    return "—" if v is None else f"{v:.3f}×"
+
+
+def _pct(x: Any, digits: int = 2) -> str:
+    v = _num(x)
+    return "—" if v is None else f"{v * 100:.{digits}f}%"
+
+
+def _si(x: Any) -> str:
+    v = _num(x)
+    if v is None:
+        return "—"
+    for div, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(v) >= div:
+            return f"{v / div:.2f}{suffix}"
+    return f"{v:g}"
+
+
+def _yes(x: Any) -> str:
+    return {True: "yes", False: "no", None: "—"}.get(x, str(x)) if isinstance(x, (bool, type(None))) else str(x)
+
+
+def _verdict(v: Any) -> str:
+    """A verification dict as one line of HTML."""
+    if not isinstance(v, dict):
+        return '<span class="missing">not in the report</span>'
+    ok = v.get("ok")
+    head = ('<span class="good">passed</span>' if ok is True else '<span class="bad">FAILED</span>' if ok is False
+            else "<strong>not checked numerically</strong>")
+    parts = [head]
+    if v.get("method"):
+        parts.append(_label(v["method"]))
+    if _num(v.get("max_abs_diff")) is not None:
+        parts.append(f"max |diff| {v['max_abs_diff']:.3g}")
+    if v.get("samples"):
+        parts.append(f"{_e(v['samples'])} samples")
+    if _num(v.get("atol")) is not None and _num(v.get("rtol")) is not None:
+        parts.append(f"tolerance {v['atol']:g} + {v['rtol']:g}·|ref|")
+    if _num(v.get("top1_agreement")) is not None:
+        parts.append(f"top-1 agreement {_pct(v['top1_agreement'], 1)}")
+    return "; ".join(parts)
+
+
+def _noise(m: Any) -> str:
+    if not isinstance(m, dict) or _num(m.get("noise")) is None:
+        return "—"
+    text = f"{m['noise'] * 100:.1f}%"
+    return f'<span class="bad">{text} (noisy)</span>' if m.get("noisy") else text
+
+
+def _missing(what: str) -> str:
+    return f'<p class="missing">{_e(what)}</p>'
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[str]], *, cls: str = "", highlight: Callable | None = None,
+           numeric: Iterable[int] = ()) -> str:
+    """A table; ``header`` is plain text (escaped here), cells are HTML already escaped by the caller."""
+    num = set(numeric)
+    out = [f'<table class="{cls}">' if cls else "<table>", "<thead><tr>"]
+    out += [f"<th>{_e(h)}</th>" for h in header]
+    out.append("</tr></thead><tbody>")
+    for i, row in enumerate(rows):
+        row = list(row)
+        hl = ' class="hl"' if highlight and highlight(i) else ""
+        out.append(f"<tr{hl}>" + "".join(f'<td class="num">{c}</td>' if j in num else f"<td>{c}</td>"
+                                         for j, c in enumerate(row)) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _kv(rows: Iterable[tuple[str, str]]) -> str:
+    """A two-column table: plain-text keys (escaped here), HTML values."""
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="kv"><tbody>{body}</tbody></table>'
+
+
+def _candidates(report: dict) -> list[dict]:
+    """Candidates with an index, sorted by it."""
+    cands = [c for c in report.get("candidates") or [] if isinstance(c, dict) and isinstance(c.get("index"), int)]
+    return sorted(cands, key=lambda c: c["index"])
+
+
+def _plottable(cands: list[dict]) -> list[dict]:
+    return [c for c in cands if _num(c.get("ratio_to_baseline")) is not None and _num(c.get("accuracy")) is not None]
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (latency ratio, accuracy) points no other point beats on both (lower ratio, higher accuracy),
+    sorted by ratio."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def best_so_far(cands: list[dict]) -> list[float | None]:
+    """For each candidate in index order, the best accuracy among the feasible ones up to it (None before any)."""
+    best, out = None, []
+    for c in cands:
+        acc = _num(c.get("accuracy"))
+        if c.get("feasible") and acc is not None:
+            best = acc if best is None else max(best, acc)
+        out.append(best)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- charts
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", facecolor="white")
+    return buf.getvalue()
+
+
+def _chosen_index(report: dict) -> int | None:
+    idx = _get(report, "final", "candidate_index")
+    return idx if isinstance(idx, int) and not isinstance(idx, bool) else None
+
+
+def pareto_chart(report: dict) -> bytes | None:
+    """Accuracy vs measured latency ratio of every candidate; None when there is nothing to plot."""
+    from matplotlib.ticker import PercentFormatter
+
+    cands = _plottable(_candidates(report))
+    base_acc = _num(_get(report, "baseline", "accuracy"))
+    target = _num(_get(report, "target", "latency_target_ratio"))
+    if not cands:
+        return None
+    fig = _figure(9.5, 5.4)
+    ax = fig.add_subplot()
+    xs = [c["ratio_to_baseline"] for c in cands]
+    feas = [c for c in cands if c.get("feasible")]
+    infeas = [c for c in cands if not c.get("feasible")]
+    noisy = [c for c in cands if c.get("noisy")]
+    x_hi = max(xs + [1.0] + ([target] if target else []))
+    if target is not None:
+        ax.axvspan(target, x_hi * 1.05, color="#999999", alpha=0.14, lw=0)
+        ax.axvline(target, color=C_TARGET, ls="--", lw=1.4, label=f"latency target {target:.3g}×", zorder=1)
+    front = pareto_front([(c["ratio_to_baseline"], c["accuracy"]) for c in cands])
+    if len(front) > 1:
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color=C_FRONT, lw=1.6, alpha=0.85,
+                label="Pareto front (all candidates)", zorder=2)
+    if feas:
+        ax.scatter([c["ratio_to_baseline"] for c in feas], [c["accuracy"] for c in feas], s=38, marker="o",
+                   color=C_FEASIBLE, edgecolors="white", linewidths=0.5, label=f"feasible ({len(feas)})", zorder=4)
+    if infeas:
+        ax.scatter([c["ratio_to_baseline"] for c in infeas], [c["accuracy"] for c in infeas], s=55, marker="X",
+                   color=C_INFEASIBLE, edgecolors="white", linewidths=0.5, label=f"infeasible ({len(infeas)})",
+                   zorder=4)
+    if noisy:
+        ax.scatter([c["ratio_to_baseline"] for c in noisy], [c["accuracy"] for c in noisy], s=190, marker="o",
+                   facecolors="none", edgecolors=C_NOISY, linewidths=1.8, label=f"noisy measurement ({len(noisy)})",
+                   zorder=3)
+    chosen = _chosen_index(report)
+    hit = [c for c in cands if c["index"] == chosen]
+    if hit:
+        ax.scatter([hit[0]["ratio_to_baseline"]], [hit[0]["accuracy"]], s=330, marker="*", color=C_CHOSEN,
+                   edgecolors="black", linewidths=0.9, label=f"chosen: candidate {chosen}", zorder=6)
+    f_ratio, f_acc = _num(_get(report, "final", "latency", "ratio_to_baseline")), _num(_get(report, "final", "accuracy"))
+    if f_ratio is not None and f_acc is not None:
+        ax.scatter([f_ratio], [f_acc], s=90, marker="P", color=C_FINAL, edgecolors="black", linewidths=0.7,
+                   label="final model (fine-tuned, full validation set)", zorder=5)
+    if base_acc is not None:
+        ax.scatter([1.0], [base_acc], s=70, marker="D", color="black", label="baseline (1.0×)", zorder=5)
+    ax.set_xlim(right=x_hi * 1.05)
+    ax.set_xlabel("measured latency / baseline  (p10, timed interleaved with the baseline)")
+    ax.set_ylabel("accuracy")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.grid(alpha=0.3)
+    ax.set_title("Candidates: accuracy vs measured latency (left and up is better)", fontsize=11)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=9, frameon=False)
+    return _png(fig)
+
+
+def convergence_chart(report: dict) -> bytes | None:
+    """The best feasible accuracy found after each evaluation; None without candidates."""
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    cands = [c for c in _candidates(report) if _num(c.get("accuracy")) is not None]
+    if not cands:
+        return None
+    fig = _figure(9.5, 4.0)
+    ax = fig.add_subplot()
+    idx = [c["index"] for c in cands]
+    best = best_so_far(cands)
+    feas = [c for c in cands if c.get("feasible")]
+    infeas = [c for c in cands if not c.get("feasible")]
+    if feas:
+        ax.scatter([c["index"] for c in feas], [c["accuracy"] for c in feas], s=24, marker="o", color=C_FEASIBLE,
+                   label="feasible candidate", zorder=3)
+    if infeas:
+        ax.scatter([c["index"] for c in infeas], [c["accuracy"] for c in infeas], s=28, marker="X",
+                   color=C_INFEASIBLE, label="infeasible candidate", zorder=3)
+    pts = [(i, b) for i, b in zip(idx, best) if b is not None]
+    if pts:
+        ax.step([p[0] for p in pts] + [idx[-1]], [p[1] for p in pts] + [pts[-1][1]], where="post", color=C_FRONT,
+                lw=2.0, label="best feasible so far", zorder=4)
+    else:
+        ax.text(0.5, 0.5, "no feasible candidate", transform=ax.transAxes, ha="center", va="center",
+                color=C_INFEASIBLE, fontsize=12)
+    chosen = _chosen_index(report)
+    hit = [c for c in cands if c["index"] == chosen]
+    if hit:
+        ax.scatter([chosen], [hit[0]["accuracy"]], s=260, marker="*", color=C_CHOSEN, edgecolors="black",
+                   linewidths=0.9, label=f"chosen: candidate {chosen}", zorder=6)
+    base_acc = _num(_get(report, "baseline", "accuracy"))
+    if base_acc is not None:
+        ax.axhline(base_acc, color="black", ls=":", lw=1.2, label="baseline accuracy", zorder=1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_xlabel("evaluation index")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.set_title("Search convergence", fontsize=11)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=9, frameon=False)
+    return _png(fig)
+
+
+def channel_rows(report: dict) -> tuple[str, list[tuple[str, int, int]]] | None:
+    """("group" or "layer", [(name, before, after)]): the search's groups with the final widths when the
+    report has both, else the per-layer channel counts of the baseline and the final model; None without
+    a final model."""
+    groups = _get(report, "search", "groups", "groups")
+    widths = _get(report, "final", "widths")
+    if isinstance(groups, list) and isinstance(widths, list) and groups and len(groups) == len(widths) \
+            and all(isinstance(g, dict) and "name" in g and _num(g.get("full")) is not None for g in groups) \
+            and all(_num(w) is not None for w in widths):
+        return "group", [(str(g["name"]), int(g["full"]), int(w)) for g, w in zip(groups, widths)]
+    before, after = _get(report, "baseline", "channels"), _get(report, "final", "channels")
+    if isinstance(before, dict) and isinstance(after, dict):
+        rows = [(str(k), int(v), int(after[k])) for k, v in before.items()
+                if _num(v) is not None and _num(after.get(k)) is not None]
+        if rows:
+            return "layer", rows
+    return None
+
+
+def channels_chart(report: dict) -> bytes | None:
+    found = channel_rows(report)
+    if found is None:
+        return None
+    kind, rows = found
+    n = len(rows)
+    fig = _figure(9.5, max(2.6, 0.34 * n + 1.3))
+    ax = fig.add_subplot()
+    ys = list(range(n))[::-1]  # the first group at the top
+    before = [r[1] for r in rows]
+    after = [r[2] for r in rows]
+    ax.barh(ys, before, height=0.72, color="#d9d9d9", edgecolor="#9a9a9a", linewidth=0.6, label="before (baseline)")
+    ax.barh(ys, after, height=0.46, color=C_FRONT, label="after (final model)")
+    top = max(before + after)
+    for y, b, a in zip(ys, before, after):
+        ax.text(b + top * 0.01, y, f"{a}/{b}  ({a / b:.0%})" if b else f"{a}/{b}", va="center", fontsize=8.5,
+                color="#333333")
+    ax.set_yticks(ys)
+    ax.set_yticklabels([r[0].replace("$", r"\$") for r in rows], fontsize=8.5)  # names are text, not mathtext
+    ax.set_xlim(0, top * 1.22)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlabel("output channels kept")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Channels per " + ("prunable group" if kind == "group" else "layer") + ": before vs after",
+                 fontsize=11)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=9, frameon=False)
+    return _png(fig)
+
+
+def _img(png: bytes | None, alt: str, caption: str, missing: str, img_id: str) -> str:
+    if png is None:
+        return _missing(missing)
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure><img id="{_e(img_id)}" src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+# ---------------------------------------------------------------------------------------------- sections
+
+
+_SECTIONS = (("baseline", "baseline measurement"), ("search", "search"), ("final", "final model"),
+             ("deploy", "deployment (runtimes compared, TVM library)"))
+
+
+def _head(report: dict) -> str:
+    model = report.get("model") if isinstance(report.get("model"), dict) else {}
+    name = model.get("name") or "unnamed model"
+    status = str(report.get("status") or "unknown")
+    out = [f"<h1>edgeprune report: {_e(name)}</h1>",
+           f'<p class="sub">run <code>{_e(report.get("run_id") or "—")}</code> · status <strong>{_e(status)}</strong>'
+           f' · target {_e(_get(report, "target", "name") or "—")} · wall time '
+           f'{_e(report.get("wall_time_s", "—"))} s</p>']
+    if status != "ok":
+        reason = report.get("reason") or "no reason was recorded"
+        out.append(f'<div class="banner fail" role="alert" id="status-banner"><strong>Run {_e(status)}</strong>: '
+                   f"{_label(reason)}</div>")
+    else:
+        fin = report.get("final") or {}
+        bits = []
+        if _num(_get(fin, "latency", "median_ms")) is not None:
+            same = _get(fin, "baseline_latency_same_run", "median_ms")
+            bits.append(f"latency {_ms(fin['latency']['median_ms'])} vs {_ms(same)} "
+                        f"({_ratio(_get(fin, 'latency', 'baseline_median_ratio'))}, medians in the same run)")
+        if _num(fin.get("accuracy")) is not None:
+            bits.append(f"accuracy {_pct(_get(report, 'baseline', 'accuracy'))} → {_pct(fin['accuracy'])}")
+        if _get(report, "deploy", "deployed_runtime"):
+            bits.append(f"deployed with {_e(report['deploy']['deployed_runtime'])}")
+        out.append(f'<div class="banner ok" id="status-banner"><strong>Run ok</strong>'
+                   f'{": " + "; ".join(bits) if bits else ""}</div>')
+    absent = [label for key, label in _SECTIONS if not report.get(key)]
+    if not report.get("candidates"):
+        absent.append("evaluated candidates")
+    if absent:
+        out.append('<div class="banner missing" id="missing-sections">Not in this report (the run stopped before '
+                   "these stages, or they did not apply): " + ", ".join(_e(a) for a in absent) + ".</div>")
+    return "".join(out)
+
+
+def _run_section(report: dict) -> str:
+    model, data, target, search = (report.get(k) if isinstance(report.get(k), dict) else {}
+                                   for k in ("model", "data", "target", "search"))
+    shape = model.get("input_shape")
+    rows = [("model", _e(model.get("name") or "—")), ("architecture", _e(model.get("arch") or "—")),
+            ("model file", f"<code>{_e(model.get('path') or '—')}</code>"),
+            ("input shape", _e("×".join(map(str, shape)) if isinstance(shape, list) else "—")),
+            ("data", _e(f"{data.get('name', '—')} (" + ", ".join(f"{k} {data[k]}" for k in ("train", "val", "calib")
+                                                                 if k in data) + " images)" if data else "—")),
+            ("target profile", _label(target.get("name") or "—")),
+            ("latency target", _e(target.get("latency_target") or "—")
+             + (f" = {_ratio(target.get('latency_target_ratio'))} the baseline"
+                if _num(target.get("latency_target_ratio")) is not None else "")
+             + (f" = {_ms(target.get('latency_target_ms'))} (p10)" if _num(target.get("latency_target_ms")) else "")),
+            ("output folder", f"<code>{_e(report.get('out_dir') or '—')}</code>")]
+    if search:
+        rows += [("agent", _e(search.get("agent") or "—")), ("budget, seed", _e(f"{search.get('budget')}, "
+                                                                                    f"{search.get('seed')}")),
+                 ("evaluations", _e(f"{search.get('evaluations')} ({search.get('evaluated_this_session')} this "
+                                    "session)")),
+                 ("search wall time", _e(f"{search.get('wall_time_s')} s"))]
+    return '<h2 id="run">Run</h2>' + _kv(rows)
+
+
+def _conditions_section(report: dict) -> str:
+    target = report.get("target") if isinstance(report.get("target"), dict) else {}
+    base_lat = _get(report, "baseline", "latency")
+    deploy = report.get("deploy") if isinstance(report.get("deploy"), dict) else {}
+    rows = [("measured on", _label(target.get("where_measured") or "—"))]
+    if target.get("measured_on_stand_in") or deploy.get("stand_in"):
+        rows.append(("stand-in", "<strong>STAND-IN: latency was measured on a stand-in, not on the target "
+                                 "device</strong>"))
+    if target.get("limitations"):
+        rows.append(("target limitations", _label(target["limitations"])))
+    if isinstance(base_lat, dict):
+        rows += [("runtime (search)", _e(deploy.get("search_runtime") or base_lat.get("backend") or "—")),
+                 ("backend version", _e(f"{base_lat.get('backend')} {base_lat.get('backend_version')}")),
+                 ("threads", _e(base_lat.get("threads", "—"))),
+                 ("baseline timing plan", _e(f"{base_lat.get('warmup')} warm-up runs, {base_lat.get('rounds')} rounds, "
+                                             f"{base_lat.get('repeats')} timed runs, interleaved")),
+                 ("baseline noise (CV of per-round p10)", _noise(base_lat))]
+    else:
+        rows.append(("runtime", _missing("no baseline measurement in this report")))
+    fin_lat = _get(report, "final", "latency")
+    if isinstance(fin_lat, dict):
+        rows.append(("final comparison noise", _noise(fin_lat)))
+    cands = _candidates(report)
+    if cands:
+        n_noisy = sum(1 for c in cands if c.get("noisy"))
+        rows.append(("noisy candidate measurements", (f'<span class="bad">{n_noisy}</span>' if n_noisy else "0")
+                     + f" of {len(cands)}"))
+        where = sorted({str(c.get("measured_on")) for c in cands if c.get("measured_on")})
+        if where and where != [target.get("where_measured")]:
+            rows.append(("candidates measured on", "<br>".join(_label(w) for w in where)))
+    if deploy.get("measured_on"):
+        rows.append(("deployment compared on", _label(deploy["measured_on"])))
+    remote = deploy.get("remote")
+    if isinstance(remote, dict):
+        rows.append(("devices (TVM RPC)", _e(f"tracker {remote.get('tracker')}, key {remote.get('key')}, "
+                                             f"{remote.get('parallel')} in parallel, failures {remote.get('failures')}")))
+    return '<h2 id="conditions">Measurement conditions</h2>' + _kv(rows)
+
+
+def _change(a: Any, b: Any, *, points: bool = False) -> str:
+    x, y = _num(a), _num(b)
+    if x is None or y is None:
+        return "—"
+    if points:
+        return f"{(y - x) * 100:+.2f} points"
+    return f"{y / x:.3f}×" if x else "—"
+
+
+def _comparison_section(report: dict) -> str:
+    base, fin = report.get("baseline"), report.get("final")
+    out = ['<h2 id="comparison">Baseline vs final model</h2>']
+    if not isinstance(base, dict) and not isinstance(fin, dict):
+        return "".join(out) + _missing("Neither the baseline nor a final model is in this report.")
+    base = base if isinstance(base, dict) else {}
+    fin = fin if isinstance(fin, dict) else {}
+    bl, same, fl = base.get("latency") or {}, fin.get("baseline_latency_same_run") or {}, fin.get("latency") or {}
+    rows = []
+    for label, key in (("latency median", "median_ms"), ("latency p10", "p10_ms"), ("latency p90", "p90_ms")):
+        rows.append([_e(label), _ms(bl.get(key)), _ms(same.get(key)), _ms(fl.get(key)),
+                     _change(same.get(key), fl.get(key))])
+    rows.append(["latency ratio (p10, interleaved)", _ratio(bl.get("ratio_to_baseline")),
+                 _ratio(same.get("ratio_to_baseline")), _ratio(fl.get("ratio_to_baseline")), "—"])
+    rows.append(["measurement noise", _noise(bl), _noise(same), _noise(fl), "—"])
+    rows.append(["MACs", _si(base.get("macs")), "—", _si(fin.get("macs")), _change(base.get("macs"), fin.get("macs"))])
+    rows.append(["parameters", _si(base.get("params")), "—", _si(fin.get("params")),
+                 _change(base.get("params"), fin.get("params"))])
+    rows.append(["accuracy (validation set)", _pct(base.get("accuracy")), "—", _pct(fin.get("accuracy")),
+                 _change(base.get("accuracy"), fin.get("accuracy"), points=True)])
+    if "accuracy_before_finetune" in fin:
+        rows.append(["accuracy before fine-tuning", "—", "—", _pct(fin.get("accuracy_before_finetune")),
+                     _change(base.get("accuracy"), fin.get("accuracy_before_finetune"), points=True)])
+    if fin:
+        out.append(_table(["", "baseline (start of run)", "baseline (re-measured with the final model)", "final model",
+                           "final vs baseline"], rows, numeric=(1, 2, 3, 4)))
+        out.append('<p class="sub">Latencies of the final model are compared with the baseline re-measured in the '
+                   "same rounds, interleaved; accuracies are on the full validation set.</p>")
+    else:
+        out.append(_table(["", "baseline (start of run)"], [r[:2] for r in rows if r[1] != "—"], numeric=(1,)))
+    if fin:
+        meets = fin.get("meets_latency_target")
+        ft = fin.get("finetune") if isinstance(fin.get("finetune"), dict) else {}
+        out.append(_kv([("ONNX export verified (baseline)", _verdict(base.get("onnx_verification")) if base else "—"),
+                        ("ONNX export verified (final)", _verdict(fin.get("onnx_verification"))),
+                        ("meets the latency target", '<span class="good">yes</span>' if meets is True
+                         else '<span class="bad">no</span>' if meets is False else "—"),
+                        ("chosen candidate", _e(fin.get("candidate_index", "—"))),
+                        ("fine-tuning", _e(", ".join(f"{k} {v}" for k, v in ft.items()) or "—")),
+                        ("ONNX simplifier", _e(fin.get("simplifier") or "—"))]))
+    else:
+        if base:
+            out.append(_kv([("ONNX export verified (baseline)", _verdict(base.get("onnx_verification")))]))
+        out.append(_missing("No final model in this report: the run stopped before fine-tuning and the final "
+                            "measurement."))
+    return "".join(out)
+
+
+def _deploy_section(report: dict) -> str:
+    out = ['<h2 id="deploy">Deployment: runtimes compared</h2>']
+    dep = report.get("deploy")
+    if not isinstance(dep, dict):
+        return "".join(out) + _missing("No deployment in this report: the run stopped before the deploy stage.")
+    deployed = dep.get("deployed_runtime")
+    runtimes = dep.get("runtimes") if isinstance(dep.get("runtimes"), dict) else {}
+    rows, names = [], []
+    for rt, r in runtimes.items():
+        r = r if isinstance(r, dict) else {}
+        lat, b = r.get("latency") or {}, r.get("baseline_same_run") or {}
+        rows.append([_e(rt), _ms(lat.get("median_ms")), _ms(lat.get("p10_ms")), _ms(b.get("median_ms")),
+                     _ratio(r.get("speedup_median")), _ratio(lat.get("ratio_to_baseline")), _noise(lat),
+                     "<strong>deployed</strong>" if rt == deployed else "timed"])
+        names.append(rt)
+    for rt, why in (dep.get("not_timed") or {}).items():
+        rows.append([_e(rt), "—", "—", "—", "—", "—", "—", "not timed: " + _label(why)])
+        names.append(rt)
+    if rows:
+        out.append(_table(["runtime", "final median", "final p10", "baseline median (same run)", "speed-up (median)",
+                           "ratio (p10)", "noise", "status"], rows, numeric=(1, 2, 3, 4, 5),
+                          highlight=lambda i: names[i] == deployed))
+    else:
+        out.append(_missing("No runtime was timed."))
+    out.append(_kv([("deployed runtime", f"<strong>{_e(deployed or '—')}</strong>"),
+                    ("policy", _e(dep.get("policy") or "—")), ("basis", _label(dep.get("basis") or "—")),
+                    ("measured on", _label(dep.get("measured_on") or "—"))]))
+    bpr = dep.get("baseline_per_runtime")
+    if isinstance(bpr, dict) and bpr:
+        out.append("<h3>Baseline per runtime (start of run)</h3>")
+        out.append(_table(["runtime", "median", "p10", "timed runs", "noise"],
+                          [[_e(rt), _ms(_get(m, "median_ms")), _ms(_get(m, "p10_ms")), _e(_get(m, "repeats") or "—"),
+                            _noise(m)] for rt, m in bpr.items()], numeric=(1, 2, 3)))
+    out.append('<h3 id="tvm">TVM library</h3>')
+    tvm = dep.get("tvm")
+    if not isinstance(tvm, dict):
+        out.append(_missing("No TVM section in the deployment."))
+    elif not tvm.get("built"):
+        out.append(_kv([("built", "no"), ("why", _label(tvm.get("reason") or "—"))]))
+    else:
+        lib = tvm.get("library") if isinstance(tvm.get("library"), dict) else {}
+        load = tvm.get("load") if isinstance(tvm.get("load"), dict) else {}
+        tuning = tvm.get("tuning")
+        out.append(_kv([("file", f"<code>{_e(tvm.get('file') or '—')}</code>"),
+                        ("verification", _verdict(tvm.get("verification"))),
+                        ("triple", _e(tvm.get("triple") or "—")),
+                        ("TVM target", f"<code>{_e(tvm.get('target') or '—')}</code>"),
+                        ("library", _e(f"{lib.get('arch', '—')}, embedded device modules "
+                                       f"{lib.get('embedded_device_modules') or 'none'}")),
+                        ("compile time", _e(f"{tvm.get('compile_seconds', '—')} s")),
+                        ("tuning", _e(", ".join(f"{k} {v}" for k, v in tuning.items()) if isinstance(tuning, dict)
+                                      else "not tuned")),
+                        ("load with", f"<code>{_e(load.get('python') or '—')}</code>")]))
+    return "".join(out)
+
+
+def _confirmations_section(report: dict) -> str:
+    out = ['<h2 id="confirmations">Confirmations (top candidates re-measured with the long plan)</h2>']
+    search = report.get("search")
+    if not isinstance(search, dict):
+        return "".join(out) + _missing("No search in this report.")
+    conf = [c for c in search.get("confirmations") or [] if isinstance(c, dict)]
+    if not conf:
+        return "".join(out) + _missing("No candidate was re-measured.")
+    target = _num(_get(report, "target", "latency_target_ratio"))
+    chosen = _chosen_index(report)
+    rows = []
+    for c in conf:
+        r = _num(c.get("confirmed_ratio"))
+        verdict = "—" if r is None or target is None else (
+            '<span class="good">under the target</span>' if r <= target else '<span class="bad">over the target</span>')
+        rows.append([_e(c.get("index", "—")), _ratio(c.get("search_ratio")), _ratio(c.get("confirmed_ratio")),
+                     verdict, _pct(c.get("accuracy")), _noise(c)])
+    out.append(_table(["candidate", "ratio in the search", "confirmed ratio", "vs the target", "accuracy (search)",
+                       "noise"], rows,
+                      numeric=(1, 2, 4), highlight=lambda i: conf[i].get("index") == chosen))
+    confirmed = search.get("confirmed")
+    out.append(f"<p>Confirmed: <strong>{_e(_yes(confirmed))}</strong></p>")
+    return "".join(out)
+
+
+def _gates_section(report: dict) -> str:
+    gates = [g for g in report.get("gates") or [] if isinstance(g, dict)]
+    if not gates:
+        return ""
+    rows = [[_e(g.get("name", "—")), _e(g.get("threshold", "—")), _e(g.get("value", "—")),
+             '<span class="good">passed</span>' if g.get("passed") else '<span class="bad">MISSED</span>']
+            for g in gates]
+    return '<h2 id="gates">CI gates</h2>' + _table(["gate", "threshold", "final model", ""], rows, numeric=(1, 2))
+
+
+def _warnings_section(report: dict) -> str:
+    warnings = report.get("warnings") or []
+    body = ("<ul>" + "".join(f"<li>{_label(w)}</li>" for w in warnings) + "</ul>") if warnings \
+        else "<p>None.</p>"
+    return '<h2 id="warnings">Warnings</h2>' + body
+
+
+def _candidates_section(report: dict) -> str:
+    out = ['<h2 id="candidates">All evaluated candidates</h2>']
+    cands = _candidates(report)
+    if not cands:
+        return "".join(out) + _missing("No candidate was evaluated in this report.")
+    chosen = _chosen_index(report)
+    rows = [[_e(c["index"]), _e(c.get("origin") or ""), _pct(c.get("accuracy")), _ratio(c.get("ratio_to_baseline")),
+             _ms(c.get("latency_ms")), _si(c.get("macs")), _si(c.get("params")),
+             '<span class="good">yes</span>' if c.get("feasible") else "no",
+             '<span class="bad">noisy</span>' if c.get("noisy") else _noise(c),
+             "yes" if c.get("from_store") else "", _label(c.get("measured_on") or "")] for c in cands]
+    out.append(_table(["#", "origin", "accuracy (search subset)", "ratio (p10)", "latency p10", "MACs", "params",
+                       "feasible", "noise", "from store", "measured on"], rows, numeric=(0, 2, 3, 4, 5, 6),
+                      highlight=lambda i: cands[i]["index"] == chosen))
+    return "".join(out)
+
+
+def _channels_table(report: dict) -> str:
+    before, after = _get(report, "baseline", "channels"), _get(report, "final", "channels")
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return ""
+    rows = [[_e(k), _e(v), _e(after.get(k, "—"))] for k, v in before.items()]
+    return ("<details><summary>Channels per layer (baseline → final)</summary>"
+            + _table(["layer", "baseline", "final"], rows, numeric=(1, 2)) + "</details>")
+
+
+def render_html(report: dict) -> str:
+    """The page for ``report`` (the dict in report.json or report.failed.json), as one string."""
+    if not isinstance(report, dict):
+        raise TypeError(f"report must be a dict (the contents of report.json), not {type(report).__name__}")
+    name = _get(report, "model", "name") or "unnamed model"
+    target = _num(_get(report, "target", "latency_target_ratio"))
+    chosen = _chosen_index(report)
+    pareto_caption = (
+        "Every evaluated candidate: its latency measured on the target as a ratio to the baseline timed in the "
+        "same rounds, against its accuracy on the search's validation subset"
+        + (f"; candidates right of the dashed line (target {target:.3g}×) are infeasible" if target else "")
+        + ". The step line is the Pareto front: no other candidate is both faster and more accurate."
+        + (f" The star is the chosen candidate ({chosen}); the plus is the final model after fine-tuning, its "
+           "accuracy on the full validation set." if chosen is not None else "")
+        + " Orange rings mark measurements that stayed noisy.")
+    parts = [_head(report), _run_section(report), _conditions_section(report), _comparison_section(report),
+             '<h2 id="pareto">Pareto view</h2>',
+             _img(pareto_chart(report), "accuracy vs measured latency ratio of every candidate", _e(pareto_caption),
+                  "No candidate with a measured latency and accuracy: nothing to plot.", "img-pareto"),
+             '<h2 id="convergence">Search convergence</h2>',
+             _img(convergence_chart(report), "best feasible accuracy vs evaluation index",
+                  "The best accuracy among feasible candidates after each evaluation (the step line); dots are "
+                  "the candidates themselves.", "No candidate was evaluated: nothing to plot.", "img-convergence"),
+             '<h2 id="channels">Channels before and after</h2>']
+    found = channel_rows(report)
+    parts.append(_img(channels_chart(report), "channels per group before and after pruning",
+                      "Grey: the baseline's channels; blue: the final model's. "
+                      + ("Each prunable group is named after one of its layers; layers coupled to it (a residual "
+                         "stream, a depthwise pair) keep the same number." if found and found[0] == "group" else ""),
+                      "No final model in this report: no channel counts after pruning.", "img-channels"))
+    parts.append(_channels_table(report))
+    parts += [_deploy_section(report), _confirmations_section(report), _gates_section(report),
+              _warnings_section(report), _candidates_section(report),
+              f"<footer>Written by edgeprune from the run's report on {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}. "
+              "The numbers are those of report.json; this page adds nothing to them.</footer>"]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            '<link rel="icon" href="data:,">'
+            f"<title>edgeprune report: {_e(name)} ({_e(report.get('status') or 'unknown')})</title>"
+            f"<style>{_CSS}</style></head><body><main>\n" + "\n".join(p for p in parts if p)
+            + "\n</main></body></html>\n")
+
+
+def write_html_report(report: dict, out_dir: str | Path) -> Path:
+    """Write ``out_dir/report.html`` (charts embedded, nothing else written) and return its path. ``report`` is
+    the dict in ``report.json`` or ``report.failed.json``; sections a failed run did not reach may be None."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / REPORT_HTML
+    atomic_write(path, render_html(report).encode("utf-8"))
+    return path
