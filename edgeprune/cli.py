@@ -165,6 +165,46 @@ def _deploy_summary(d: dict | None) -> dict | None:
             "median_ms_per_runtime": {rt: r["latency"]["median_ms"] for rt, r in d["runtimes"].items()}}
 
 
+@cli.command("analyze")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", default="host", show_default=True, help="Target profile name or TOML path.")
+@click.option("--data", default="shapes", show_default=True, help="Built-in (shapes, digits) or a path.")
+@click.option("--measure-on", default=None, metavar="PROFILE", help="A local stand-in for a target that cannot be reached.")
+@click.option("--arch", default=None, help="Architecture of a bare state dict.")
+@click.option("--input-shape", default=None, help="C,H,W (batch excluded).")
+@click.option("--trust-model-code", is_flag=True, help="Allow loading a pickled nn.Module (runs code from the file).")
+@click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON on stdout, nothing else.")
+def analyze_cmd(model, target, data, measure_on, arch, input_shape, trust_model_code, as_json) -> None:
+    """Before a search: each group's sensitivity, what stays whole, where the latency goes, its floor."""
+    import tempfile
+
+    from edgeprune.config import CompileConfig
+    from edgeprune.progress import RichReporter
+    from edgeprune.stages.analyze import analyze
+
+    with tempfile.TemporaryDirectory(prefix="edgeprune-analyze-") as out:
+        cfg = CompileConfig(model=model, target=target, data=data, measure_on=measure_on, arch=arch,
+                            input_shape=_shape(input_shape), trust_model_code=trust_model_code, out=out)
+        a = analyze(cfg, rep=RichReporter())
+    if as_json:
+        click.echo(json.dumps(a.to_dict(), indent=2))
+        return
+    lat = a.baseline_latency
+    click.echo(f"{a.model} on {a.target} ({a.where_measured}): accuracy {a.base_accuracy:.4f}, "
+               f"{a.macs / 1e6:.1f} MMACs, latency {lat['median_ms']:.3f} ms (median, {lat['backend']})")
+    keeps = list(a.groups[0].accuracy) if a.groups else []
+    click.echo(f"\n{'group':32s} {'width':>5s}  " + "  ".join(f"keep {k:>4s}" for k in keeps) + "   (accuracy after "
+               "pruning this group alone, adaptive BN)")
+    for g in a.groups:
+        click.echo(f"{g.name:32s} {g.full:5d}  " + "  ".join(f"{acc:9.3f}" for _, acc in g.accuracy.values()))
+    for layer, why in a.frozen.items():
+        click.echo(f"kept whole: {layer}: {why}")
+    click.echo("\nlatency by ONNX op (ONNX Runtime profiler, this machine): "
+               + ", ".join(f"{op} {share:.0%}" for op, share in a.op_share.items() if share >= 0.01))
+    click.echo(f"latency floor: the smallest model the search space allows measures {a.latency_floor_ratio:.2f}x "
+               f"the baseline; width pruning cannot go below it")
+
+
 @cli.command("verify")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON on stdout.")
