@@ -205,6 +205,29 @@ def analyze_cmd(model, target, data, measure_on, arch, input_shape, trust_model_
                f"the baseline; width pruning cannot go below it")
 
 
+@cli.command("report")
+@click.argument("folder", type=click.Path(file_okay=False, exists=True))
+def report_cmd(folder) -> None:
+    """Write FOLDER/report.html (OUT/<name>/) again from its report.json (or report.failed.html from
+    report.failed.json); every compile writes it already."""
+    from pathlib import Path
+
+    from edgeprune.outputs import atomic_write
+    from edgeprune.reporting import render_html
+
+    folder = Path(folder)
+    for src, page in (("report.json", "report.html"), ("report.failed.json", "report.failed.html")):
+        if (folder / src).is_file():
+            try:
+                report = json.loads((folder / src).read_text())
+            except json.JSONDecodeError as e:
+                raise EdgePruneError(f"{folder / src} is not valid JSON: {e}") from None
+            atomic_write(folder / page, render_html(report).encode())
+            click.echo(str(folder / page))
+            return
+    raise EdgePruneError(f"{folder} holds no report.json or report.failed.json (an OUT/<name>/ folder of a run)")
+
+
 @cli.command("verify")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON on stdout.")

@@ -19,6 +19,7 @@ from pathlib import Path
 from edgeprune.errors import VerificationError
 from edgeprune.model.load import save_checkpoint, verify_checkpoint
 from edgeprune.outputs import StagedOutput, atomic_write, write_failure_report
+from edgeprune.reporting import render_html, write_html_report
 
 FINAL_CHECK_SAMPLES = 50  # calibration images through the reloaded model.pt and the exported model
 
@@ -124,8 +125,11 @@ def build_report(*, status: str, run_id: str, inputs, t_start: float, reason: st
 
 
 def write_failure(report: Report, inputs) -> Path:
-    """``OUT/<name>/report.failed.json``; the previous good artifacts there stay untouched."""
-    return write_failure_report(inputs.out_root, inputs.loaded.name, report.to_dict())
+    """``OUT/<name>/report.failed.json`` and its page ``report.failed.html``; the previous good artifacts
+    there (``report.html`` among them) stay untouched."""
+    path = write_failure_report(inputs.out_root, inputs.loaded.name, report.to_dict())
+    atomic_write(path.with_name("report.failed.html"), render_html(report.to_dict()).encode())
+    return path
 
 
 def write_success(report: Report, *, inputs, final, deployment, calib, command: str) -> Path:
@@ -149,8 +153,9 @@ def write_success(report: Report, *, inputs, final, deployment, calib, command: 
         if deployment.library is not None:
             shutil.copyfile(deployment.library, d / "model.tvm.so")
         atomic_write(d / "report.json", _json(report.to_dict()))
+        write_html_report(report.to_dict(), d)
         arts = {name: {"sha256": sha256_file(d / name), "bytes": (d / name).stat().st_size}
-                for name in ("model.onnx", "model.pt", "report.json")}
+                for name in ("model.onnx", "model.pt", "report.json", "report.html")}
         arts["model.onnx"]["verification"] = final.verdict.to_dict()
         arts["model.pt"]["verification"] = pt_verdict.to_dict()
         if deployment.library is not None:

@@ -62,3 +62,11 @@ def test_the_cli_exits_4_on_a_tampered_folder_and_2_on_a_wrong_one(built, tmp_pa
     with pytest.raises(EdgePruneError, match="not an edgeprune artifact folder"):
         verify_artifacts(tmp_path / "nothing-here")
     assert run_cli("verify", str(tmp_path / "nothing-here")).returncode == 2
+
+
+def test_the_report_page_is_written_again_from_the_folder(built, tmp_path):
+    (built / "report.html").unlink()
+    r = run_cli("report", str(built))
+    assert r.returncode == 0 and (built / "report.html").read_text().count("<img") >= 3
+    r = run_cli("report", str(tmp_path))
+    assert r.returncode == 2 and "no report.json" in r.stderr

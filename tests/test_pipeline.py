@@ -108,7 +108,8 @@ def test_a_run_writes_verified_artifacts_and_one_report(tiny_ckpt, profile, tmp_
     r = compile_model(cfg(tiny_ckpt, profile, tmp_path / "out", torch_threads=1), opener=opener)
     out = tmp_path / "out" / "tiny"
     assert r.out_dir == out and sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.pt",
-                                                                          "report.json"]
+                                                                          "report.html", "report.json"]
+    assert "Pareto" in (out / "report.html").read_text()  # the page people look at, every run
     assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []  # no staging left
     report = json.loads((out / "report.json").read_text())
     assert report == json.loads(json.dumps(r.report))  # one object, serialised once
@@ -144,10 +145,11 @@ def test_no_candidate_confirmed_exits_3_and_keeps_the_previous_good_artifacts(ti
     with pytest.raises(InfeasibleTargetError, match="re-measured under the target.*--accept-closest") as e:
         compile_model(cfg(tiny_ckpt, profile, out, seed=3), opener=Opener(drift=100.0))
     assert e.value.exit_code == 3
-    after = {p.name: p.read_bytes() for p in (out / "tiny").iterdir() if p.name != "report.failed.json"}
+    after = {p.name: p.read_bytes() for p in (out / "tiny").iterdir() if not p.name.startswith("report.failed.")}
     assert after == before  # nothing good was touched
     failed = json.loads((out / "tiny" / "report.failed.json").read_text())
     assert failed["status"] == "infeasible" and "accept-closest" in failed["reason"] and failed["final"] is None
+    assert "infeasible" in (out / "tiny" / "report.failed.html").read_text()  # beside the good report.html
     assert failed["search"]["confirmed"] is False and failed["candidates"]
     # Opting in deploys the closest one and says so.
     with pytest.warns(EdgePruneWarning) as seen:
@@ -206,7 +208,7 @@ def test_a_failed_verification_exits_4_and_leaves_no_artifact(tiny_ckpt, profile
     with pytest.raises(VerificationError, match="model.pt does not reproduce") as e:
         compile_model(cfg(tiny_ckpt, profile, tmp_path), opener=Opener())
     assert e.value.exit_code == 4
-    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["report.failed.json"]
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["report.failed.html", "report.failed.json"]
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
