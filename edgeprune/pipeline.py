@@ -116,7 +116,8 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
                 pruned=pruned, history=history, teacher=model, data=data, shape=shape, calib=calib, meter=meter,
                 rounds=inputs.plan.profile.measurement.final_rounds, ratio=baseline.ratio,
                 epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, distill=cfg.distill, seed=cfg.seed,
-                candidate_index=chosen.index, widths=chosen.candidate.widths, rep=rep)
+                candidate_index=chosen.index, widths=chosen.candidate.widths, rep=rep,
+                baseline_onnx=baseline.onnx_bytes)
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted while fine-tuning run {run_id}; its {len(outcome.evaluations)} "
                               f"evaluations are stored in {store.path}; continue with the same command plus "

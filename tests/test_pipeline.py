@@ -109,7 +109,12 @@ def test_a_run_writes_verified_artifacts_and_one_report(tiny_ckpt, profile, tmp_
     out = tmp_path / "out" / "tiny"
     assert r.out_dir == out and sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.pt",
                                                                           "report.html", "report.json"]
-    assert "Pareto" in (out / "report.html").read_text()  # the page people look at, every run
+    page = (out / "report.html").read_text()
+    assert "Pareto" in page and "Per-layer latency before and after" in page  # the page people look at
+    layers = r.report["final"]["layer_latency"]
+    assert layers["nodes"] and "Conv" in layers["by_op"]
+    conv = layers["by_op"]["Conv"]
+    assert conv["final_ms"] < conv["baseline_ms"]  # pruned convolutions take less time, even profiled
     assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []  # no staging left
     report = json.loads((out / "report.json").read_text())
     assert report == json.loads(json.dumps(r.report))  # one object, serialised once

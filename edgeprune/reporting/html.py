@@ -619,6 +619,25 @@ def _confirmations_section(report: dict) -> str:
     return "".join(out)
 
 
+def _layers_section(report: dict) -> str:
+    layers = _get(report, "final", "layer_latency")
+    if not isinstance(layers, dict) or not layers.get("nodes"):
+        return ""
+    out = ['<h2 id="layers">Per-layer latency before and after</h2>',
+           f"<p>{_label(layers.get('where', ''))}: milliseconds per inference with the profiler's overhead, so "
+           "read the ratios. Nodes are the ONNX graph's (convolutions carry their BatchNorm, folded).</p>"]
+    rows = [[_e(op), _ms(v.get("baseline_ms")), _ms(v.get("final_ms")),
+             _ratio(v["final_ms"] / v["baseline_ms"]) if v.get("baseline_ms") else "—"]
+            for op, v in (layers.get("by_op") or {}).items() if isinstance(v, dict)]
+    out.append(_table(["op type", "baseline", "final", "final / baseline"], rows, numeric=(1, 2, 3)))
+    rows = [[_e(n.get("node", "")), _e(n.get("op", "")), _ms(n.get("baseline_ms")), _ms(n.get("final_ms")),
+             _ratio(n["final_ms"] / n["baseline_ms"]) if n.get("final_ms") is not None and n.get("baseline_ms") else "—"]
+            for n in layers["nodes"] if isinstance(n, dict)]
+    out.append("<details open><summary>The heaviest nodes of the baseline</summary>"
+               + _table(["node", "op", "baseline", "final", "final / baseline"], rows, numeric=(2, 3, 4)) + "</details>")
+    return "".join(out)
+
+
 def _gates_section(report: dict) -> str:
     gates = [g for g in report.get("gates") or [] if isinstance(g, dict)]
     if not gates:
@@ -693,7 +712,7 @@ def render_html(report: dict) -> str:
                          "stream, a depthwise pair) keep the same number." if found and found[0] == "group" else ""),
                       "No final model in this report: no channel counts after pruning.", "img-channels"))
     parts.append(_channels_table(report))
-    parts += [_deploy_section(report), _confirmations_section(report), _gates_section(report),
+    parts += [_layers_section(report), _deploy_section(report), _confirmations_section(report), _gates_section(report),
               _warnings_section(report), _candidates_section(report),
               f"<footer>Written by edgeprune from the run's report on {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}. "
               "The numbers are those of report.json; this page adds nothing to them.</footer>"]

@@ -41,6 +41,7 @@ class FinalModel:
     candidate_index: int
     widths: tuple[int, ...]
     meets_target: bool
+    layer_latency: dict = field(default_factory=dict)  # per ONNX node, baseline vs final (``layer_latency``)
 
     def to_dict(self) -> dict:
         """The report's ``final`` section."""
@@ -50,12 +51,34 @@ class FinalModel:
                 "baseline_latency_same_run": b.to_dict(), "speedup_median": b.median_ms / f.median_ms,
                 "simplifier": self.simplifier, "onnx_verification": self.verdict.to_dict(), "finetune": self.finetune,
                 "candidate_index": self.candidate_index, "widths": list(self.widths),
-                "meets_latency_target": self.meets_target}
+                "meets_latency_target": self.meets_target, "layer_latency": self.layer_latency}
+
+
+TOP_NODES = 20  # nodes listed in the per-layer comparison
+
+
+def layer_latency(baseline_onnx: bytes, final_onnx: bytes, example, *, threads: int = 1) -> dict:
+    """Where the time goes, before and after: ONNX Runtime's profiler on this machine (ms per inference,
+    profiler overhead included, so compare shares and ratios). Nodes are matched by name: the exporter names
+    them after the modules, which pruning keeps."""
+    from edgeprune.latency.backends.onnxruntime import profile_nodes
+
+    before = {n: (op, ms) for n, op, ms in profile_nodes(baseline_onnx, example, threads=threads)}
+    after = {n: ms for n, _, ms in profile_nodes(final_onnx, example, threads=threads)}
+    by_op: dict[str, list[float]] = {}
+    for n, (op, ms) in before.items():
+        slot = by_op.setdefault(op, [0.0, 0.0])
+        slot[0] += ms
+        slot[1] += after.get(n, 0.0)
+    nodes = [{"node": n, "op": op, "baseline_ms": ms, "final_ms": after.get(n)}
+             for n, (op, ms) in sorted(before.items(), key=lambda kv: -kv[1][1])[:TOP_NODES]]
+    return {"where": f"ONNX Runtime profiler on this machine, {threads} thread(s)", "nodes": nodes,
+            "by_op": {op: {"baseline_ms": b, "final_ms": f} for op, (b, f) in sorted(by_op.items(), key=lambda kv: -kv[1][0])}}
 
 
 def finish(*, pruned: nn.Module, history: list, teacher: nn.Module, data, shape, calib, meter: Meter, rounds: int,
            ratio: float, epochs: int, lr: float, distill: bool, seed: int, candidate_index: int,
-           widths: tuple[int, ...], rep) -> FinalModel:
+           widths: tuple[int, ...], rep, baseline_onnx: bytes | None = None) -> FinalModel:
     """Fine-tune ``pruned`` in place (``epochs`` of SGD + cosine; knowledge distillation from ``teacher``
     when ``distill``), export and verify it against PyTorch on calibration images (N×C×H×W), and measure
     it against the baseline over ``rounds`` rounds. ``ratio`` is the target as a fraction of the baseline."""
@@ -69,6 +92,8 @@ def finish(*, pruned: nn.Module, history: list, teacher: nn.Module, data, shape,
     onnx_bytes, simplifier, verdict = export_verified(pruned, shape, calib[:FINAL_VERIFY_SAMPLES], full_check=True)
     pair = meter.measure(Artifact(onnx_bytes, label="final"), rounds=rounds)
     macs, params = count_macs_params(pruned, shape)
+    layers = (layer_latency(baseline_onnx, onnx_bytes, calib[:1].numpy(), threads=meter.settings.threads)
+              if baseline_onnx is not None else {})
     return FinalModel(pruned, history, onnx_bytes, simplifier, verdict, pair, acc_before, accuracy(pruned, *data.val),
                       macs, params, channel_counts(pruned), {"epochs": tcfg.epochs, "lr": tcfg.lr, "distill": tcfg.distill},
-                      candidate_index, tuple(widths), pair.candidate.ratio_to_baseline <= ratio)
+                      candidate_index, tuple(widths), pair.candidate.ratio_to_baseline <= ratio, layers)
