@@ -174,7 +174,9 @@ def _deploy_summary(d: dict | None) -> dict | None:
 @click.option("--input-shape", default=None, help="C,H,W (batch excluded).")
 @click.option("--trust-model-code", is_flag=True, help="Allow loading a pickled nn.Module (runs code from the file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON on stdout, nothing else.")
-def analyze_cmd(model, target, data, measure_on, arch, input_shape, trust_model_code, as_json) -> None:
+@click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False),
+              help="Also write the analysis as a page with plots to this file.")
+def analyze_cmd(model, target, data, measure_on, arch, input_shape, trust_model_code, as_json, html_path) -> None:
     """Before a search: each group's sensitivity, what stays whole, where the latency goes, its floor."""
     import tempfile
 
@@ -186,6 +188,13 @@ def analyze_cmd(model, target, data, measure_on, arch, input_shape, trust_model_
         cfg = CompileConfig(model=model, target=target, data=data, measure_on=measure_on, arch=arch,
                             input_shape=_shape(input_shape), trust_model_code=trust_model_code, out=out)
         a = analyze(cfg, rep=RichReporter())
+    if html_path:
+        from pathlib import Path
+
+        from edgeprune.outputs import atomic_write
+        from edgeprune.reporting.analysis import render_analysis_html
+
+        atomic_write(Path(html_path), render_analysis_html(a.to_dict()).encode())
     if as_json:
         click.echo(json.dumps(a.to_dict(), indent=2))
         return

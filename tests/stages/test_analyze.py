@@ -39,7 +39,12 @@ def test_analysis_of_a_model_before_any_search(tiny_ckpt, tmp_path):
         assert w_small < g.full and 0 <= acc <= 1
     assert 0 < a.latency_floor_ratio < 1  # the smallest model measured (by the fake meter) below the baseline
     assert abs(sum(a.op_share.values()) - 1) < 1e-6 and "Conv" in a.op_share
-    assert json.loads(json.dumps(a.to_dict()))["groups"][0]["name"] == a.groups[0].name
+    d = json.loads(json.dumps(a.to_dict()))
+    assert d["groups"][0]["name"] == a.groups[0].name
+    from edgeprune.reporting.analysis import render_analysis_html
+
+    page = render_analysis_html(d)
+    assert page.count("data:image/png;base64,") == 2 and "Sensitivity of each prunable group" in page
 
 
 @pytest.mark.slow
@@ -51,5 +56,7 @@ def test_analyze_from_the_command_line_measures_for_real(tiny_ckpt, tmp_path):
     a = json.loads(r.stdout)
     assert a["target"] == "fakebox" and a["baseline_latency"]["backend"] == "onnxruntime"
     assert 0 < a["latency_floor_ratio"] < 1.2 and np.isfinite(a["base_accuracy"])
-    r = run_cli("analyze", str(tiny_ckpt), "--data", "digits", "--target", str(profile))
+    r = run_cli("analyze", str(tiny_ckpt), "--data", "digits", "--target", str(profile), "--html",
+                str(tmp_path / "analysis.html"))
     assert r.returncode == 0 and "latency floor" in r.stdout and "keep 0.25" in r.stdout
+    assert "img-sensitivity" in (tmp_path / "analysis.html").read_text()
