@@ -8,18 +8,5 @@ if command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&
     echo "chromium and chromedriver are installed"
     exit 0
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "setup_browser.sh: no apt-get here: install chromium and a matching chromedriver another way" >&2
-    exit 1
-fi
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if ! command -v sudo >/dev/null 2>&1; then
-        echo "setup_browser.sh: not root and no sudo: as root, run apt-get install -y chromium chromium-driver" >&2
-        exit 1
-    fi
-    SUDO="sudo"
-fi
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+bash "$(dirname "$0")/apt_install.sh" "setup_browser.sh" chromium chromium-driver
 chromedriver --version | head -1

@@ -8,18 +8,5 @@ if command -v aarch64-linux-gnu-g++ >/dev/null 2>&1; then
     echo "aarch64-linux-gnu-g++ is installed"
     exit 0
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "setup_cross.sh: no apt-get here: install an aarch64-linux-gnu-g++ cross compiler another way" >&2
-    exit 1
-fi
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if ! command -v sudo >/dev/null 2>&1; then
-        echo "setup_cross.sh: not root and no sudo: as root, run apt-get install -y g++-aarch64-linux-gnu" >&2
-        exit 1
-    fi
-    SUDO="sudo"
-fi
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq g++-aarch64-linux-gnu >/dev/null
+bash "$(dirname "$0")/apt_install.sh" "setup_cross.sh" g++-aarch64-linux-gnu
 aarch64-linux-gnu-g++ --version | head -1
