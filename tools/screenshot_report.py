@@ -19,11 +19,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from edgeprune.reporting import html as page
+from edgeprune.reporting import charts, html as page
 
 WIDTH, MAX_HEIGHT = 1200, 12000
 BACKGROUND = (250, 250, 250)  # body background of the page (#fafafa)
-KEEP = (page.C_FEASIBLE, page.C_INFEASIBLE, page.C_NOISY, page.C_FRONT, page.C_TARGET, page.C_CHOSEN, page.C_FINAL,
+KEEP = (charts.C_FEASIBLE, charts.C_INFEASIBLE, charts.C_NOISY, charts.C_FRONT, charts.C_TARGET, charts.C_CHOSEN, charts.C_FINAL,
         "#c0392b", "#2e8b57", "#b0281a", "#1c7a45", "#d9a400", "#fffbd6", "#fde8e6", "#e7f5ee", "#fff6e0",
         "#0b5cad", "#d9d9d9", "#9a9a9a", "#ededed", "#f0f0f3", "#7b1d12", "#1c5234", "#5c4500")
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from edgeprune.reporting import REPORT_HTML, render_html, write_html_report
-from edgeprune.reporting.html import best_so_far, channel_rows, pareto_front
+from edgeprune.reporting.charts import best_so_far, channel_rows, pareto_front
 
 EVIL = "<script>alert(1)</script>"
 WHERE = "host (x86_64, local)"
