@@ -70,6 +70,11 @@ def cli() -> None:
 @click.option("--accept-closest", is_flag=True,
               help="Deploy the closest candidate when none re-measures under the latency target (else exit 3).")
 @click.option("--overwrite", is_flag=True, help="Let --resume of a finished run replace its artifacts.")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Also quantize the final model (ONNX Runtime static INT8, QDQ); deployed when faster and "
+                   "within --int8-max-drop accuracy.")
+@click.option("--int8-max-drop", default="1%", show_default=True, callback=_fraction,
+              help="Accuracy the INT8 model may lose and still be deployed (0.01 or 1%).")
 @click.option("--max-latency-ms", type=float, default=None,
               help="CI gate: the final model's median latency must be at most this (else exit 3, nothing written).")
 @click.option("--min-accuracy", default=None, callback=_fraction,
@@ -121,7 +126,7 @@ PROJECT_OPTIONS = {"target": str, "latency_target": str, "out": str, "data": str
                    "clusters": int, "batch": int, "seed": int, "arch": str, "input_shape": tuple,
                    "finetune_epochs": int, "distill": bool, "measure_on": str, "tracker": str, "device_key": str,
                    "verify_device": str, "tune_trials": int, "accept_closest": bool, "max_latency_ms": float,
-                   "min_accuracy": float, "max_accuracy_drop": float}
+                   "min_accuracy": float, "max_accuracy_drop": float, "quantize": str, "int8_max_drop": float}
 PROJECT_PATHS = {"out": None, "data": lambda v: v not in ("shapes", "digits"), "target": lambda v: v.endswith(".toml")}
 
 

@@ -66,6 +66,8 @@ class CompileConfig:
     max_latency_ms: float | None = None  # median of the final measurement, ms
     min_accuracy: float | None = None  # top-1 on the validation split, fraction in [0, 1]
     max_accuracy_drop: float | None = None  # baseline minus final top-1, fraction (0.02 = 2 points)
+    quantize: str | None = None  # "int8": ONNX Runtime static quantization of the final model
+    int8_max_drop: float = 0.01  # INT8 is deployed only when it loses at most this accuracy (fraction)
     project_config: str | None = None  # the edgeprune.toml / pyproject.toml some of these came from
 
     def __post_init__(self):
@@ -86,6 +88,10 @@ class CompileConfig:
             v = getattr(self, name)
             if v is not None and not 0 <= v <= 1:
                 raise EdgePruneError(f"--{name.replace('_', '-')} is a fraction in [0, 1] (0.9, or 90%), got {v}")
+        if self.quantize not in (None, "int8"):
+            raise EdgePruneError(f"--quantize {self.quantize!r}: the only form is 'int8'")
+        if not 0 <= self.int8_max_drop <= 1:
+            raise EdgePruneError("--int8-max-drop is a fraction in [0, 1] (0.01, or 1%)")
         if self.search_val_samples < 10 or self.calib_samples < 10:
             raise EdgePruneError("search_val_samples and calib_samples must be at least 10")
 

@@ -33,6 +33,7 @@ from edgeprune.stages.baseline import check_reachable, measure_baseline
 from edgeprune.stages.finish import finish
 from edgeprune.stages.gates import GateError, check_gates, enforce
 from edgeprune.stages.load import Inputs, agent_options, load
+from edgeprune.stages.quantize import quantize_final
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,10 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
             if not cfg.accept_closest:
                 raise InfeasibleTargetError(f"{msg}; no artifact written (add --accept-closest to deploy it anyway)")
             rep.warn(f"{msg}; --accept-closest: deploying it")
+        if cfg.quantize:
+            state["quantized"] = quantize_final(
+                fp32_bytes=final.onnx_bytes, fp32_pair=final.pair, data=data, calib=calib, meter=meter,
+                rounds=inputs.plan.profile.measurement.final_rounds, max_drop=cfg.int8_max_drop, rep=rep)
         gates = state["gates"] = check_gates(cfg, latency_median_ms=final.pair.candidate.median_ms,
                                              accuracy=final.accuracy, base_accuracy=state["base_accuracy"])
         enforce(gates)
@@ -144,7 +149,7 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
                     verify_pool.close()
             report = _report("ok", None, inputs, run_id, t_start, state, rep)
             out_dir = write_success(report, inputs=inputs, final=final, deployment=deployment, calib=calib,
-                                    command=command)
+                                    command=command, quantized=state.get("quantized"))
         store.set_status(run_id, "done")
         return CompileResult(run_id, out_dir, report.to_dict())
     except (InfeasibleTargetError, VerificationError) as e:
@@ -199,7 +204,8 @@ def _report(status, reason, inputs, run_id, t_start, state, rep):
                         analysed=state.get("analysed"), baseline=state.get("baseline"),
                         base_accuracy=state.get("base_accuracy"), agent=state.get("agent"),
                         outcome=state.get("outcome"), selection=state.get("selection"), final=state.get("final"),
-                        deployment=state.get("deployment"), gates=state.get("gates", ()), warnings_seen=rep.warnings)
+                        deployment=state.get("deployment"), gates=state.get("gates", ()),
+                        quantized=state.get("quantized"), warnings_seen=rep.warnings)
 
 
 def _verify_pool(cfg: CompileConfig, inputs: Inputs):

@@ -82,6 +82,7 @@ class Report:
     deploy: dict | None = None
     candidates: list = field(default_factory=list)
     gates: list = field(default_factory=list)
+    quantized: dict | None = None
     warnings: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
 
@@ -91,7 +92,7 @@ class Report:
 
 def build_report(*, status: str, run_id: str, inputs, t_start: float, reason: str | None = None, analysed=None,
                  baseline=None, base_accuracy: float | None = None, agent=None, outcome=None, selection=None,
-                 final=None, deployment=None, gates=(), warnings_seen=()) -> Report:
+                 final=None, deployment=None, gates=(), quantized=None, warnings_seen=()) -> Report:
     """The report from the stages' typed results; every argument after ``t_start`` may be missing when
     the run stopped before that stage."""
     cfg, loaded, profile, plan = inputs.cfg, inputs.loaded, inputs.profile, inputs.plan
@@ -121,6 +122,7 @@ def build_report(*, status: str, run_id: str, inputs, t_start: float, reason: st
                   deploy=deployment.comparison if deployment is not None else None,
                   candidates=_candidate_rows(outcome.evaluations) if outcome is not None else [],
                   wall_time_s=round(time.time() - t_start, 2), gates=[g.to_dict() for g in gates],
+                  quantized=quantized.to_dict() if quantized is not None else None,
                   warnings=list(warnings_seen), config=cfg.to_dict())
 
 
@@ -132,7 +134,7 @@ def write_failure(report: Report, inputs) -> Path:
     return path
 
 
-def write_success(report: Report, *, inputs, final, deployment, calib, command: str) -> Path:
+def write_success(report: Report, *, inputs, final, deployment, calib, command: str, quantized=None) -> Path:
     """Write every artifact into a staging folder, reload and verify ``model.pt`` there, write the manifest,
     and only then replace ``OUT/<name>/`` with it. ``calib`` holds real images (N×C×H×W) for the check."""
     import torch
@@ -152,12 +154,18 @@ def write_success(report: Report, *, inputs, final, deployment, calib, command: 
                                     f"({pt_verdict.method}: max |diff| {pt_verdict.max_abs_diff:.3g}); not written")
         if deployment.library is not None:
             shutil.copyfile(deployment.library, d / "model.tvm.so")
+        if quantized is not None:
+            atomic_write(d / "model.int8.onnx", quantized.onnx_bytes)
         atomic_write(d / "report.json", _json(report.to_dict()))
         write_html_report(report.to_dict(), d)
         arts = {name: {"sha256": sha256_file(d / name), "bytes": (d / name).stat().st_size}
                 for name in ("model.onnx", "model.pt", "report.json", "report.html")}
         arts["model.onnx"]["verification"] = final.verdict.to_dict()
         arts["model.pt"]["verification"] = pt_verdict.to_dict()
+        if quantized is not None:  # checked by accuracy on the validation split, not output closeness
+            arts["model.int8.onnx"] = {"sha256": sha256_file(d / "model.int8.onnx"),
+                                       "bytes": (d / "model.int8.onnx").stat().st_size, "check": quantized.check,
+                                       "deployed": quantized.deployed}
         if deployment.library is not None:
             tv = deployment.comparison["tvm"]
             arts["model.tvm.so"] = {"sha256": sha256_file(d / "model.tvm.so"), "bytes": (d / "model.tvm.so").stat().st_size,
@@ -169,6 +177,7 @@ def write_success(report: Report, *, inputs, final, deployment, calib, command: 
                     "measured_on": plan.where, "measured_on_stand_in": plan.stand_in,
                     "measurement_threads": plan.profile.measurement.threads,
                     "deployed_runtime": deployment.comparison.get("deployed_runtime", "onnxruntime"),
+                    "deployed_form": "int8" if quantized is not None and quantized.deployed else "fp32",
                     "torch_threads": torch.get_num_threads()}
         atomic_write(d / "manifest.json", _json(manifest))
         return staged.commit()

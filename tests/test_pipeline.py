@@ -49,8 +49,10 @@ class FakeMeter:
     parallel = 1
     settings = SETTINGS
 
-    def __init__(self, base_size: int, drift: float = 1.0, final_drift: float = 1.0, after_first: float = 1.0):
+    def __init__(self, base_size: int, drift: float = 1.0, final_drift: float = 1.0, after_first: float = 1.0,
+                 runtime: str = "fake", int8_speedup: float = 1.0):
         self.base_size, self.drift, self.final_drift, self.after_first = base_size, drift, final_drift, after_first
+        self.runtime, self.int8_speedup = runtime, int8_speedup
         self.measured: list[str] = []
         self.closed = False
 
@@ -66,6 +68,10 @@ class FakeMeter:
         rounds = rounds or SETTINGS.rounds
         self.measured.append(artifact.label)
         ratio = len(artifact.onnx) / self.base_size * (self.after_first if self.measured[:-1] else 1.0)
+        if artifact.label == "int8":  # QDQ graphs are not smaller for tiny models: time INT8 as the float model
+            ratio = self.final_ratio / self.int8_speedup
+        if artifact.label == "final":
+            self.final_ratio = ratio
         if rounds >= SETTINGS.final_rounds:
             ratio *= self.drift * (self.final_drift if artifact.label == "final" else 1.0)
         return Pair(self._m(ratio, rounds, ratio), self._m(1.0, rounds, 1.0))
@@ -86,7 +92,7 @@ class Opener:
     def __call__(self, plan, runtimes, baseline, example, stored_choice=None, rep=None, *, parallel=1, target=None):
         self.calls += 1
         self.meter = FakeMeter(len(baseline.onnx), **self.kw)
-        return Meters({"fake": self.meter}, "fake")
+        return Meters({self.meter.runtime: self.meter}, self.meter.runtime)
 
 
 @pytest.fixture()
@@ -287,3 +293,27 @@ def test_gate_values_are_validated(tiny_ckpt):
     for kw in ({"min_accuracy": 93.0}, {"max_accuracy_drop": -0.1}, {"max_latency_ms": 0}):
         with pytest.raises(EdgePruneError):
             CompileConfig(model=str(tiny_ckpt), **kw)
+
+
+def test_int8_is_checked_by_accuracy_measured_and_deployed_only_when_it_pays(tiny_ckpt, profile, tmp_path):
+    r = compile_model(cfg(tiny_ckpt, profile, tmp_path / "a", quantize="int8", int8_max_drop=1.0),
+                      opener=Opener(runtime="onnxruntime", int8_speedup=2.0))
+    q = r.report["quantized"]
+    assert q["deployed"] and "faster" in q["reason"]
+    assert q["latency"]["ratio_to_baseline"] < r.report["final"]["latency"]["ratio_to_baseline"]
+    assert 0 <= q["check"]["int8_accuracy"] <= 1 and q["check"]["samples"] > 0
+    manifest = json.loads((tmp_path / "a" / "tiny" / "manifest.json").read_text())
+    assert manifest["deployed_form"] == "int8" and manifest["artifacts"]["model.int8.onnx"]["deployed"]
+    assert "INT8 (ONNX Runtime static quantization)" in (tmp_path / "a" / "tiny" / "report.html").read_text()
+    import onnx
+
+    int8 = onnx.load(str(tmp_path / "a" / "tiny" / "model.int8.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in int8.graph.node)
+    # Not faster: measured, not deployed, and the report says why.
+    r = compile_model(cfg(tiny_ckpt, profile, tmp_path / "c", quantize="int8", int8_max_drop=1.0),
+                      opener=Opener(runtime="onnxruntime", int8_speedup=0.8))
+    assert not r.report["quantized"]["deployed"] and "not faster" in r.report["quantized"]["reason"]
+    # A runtime that cannot run QDQ models: written and checked, not measured, not deployed.
+    r = compile_model(cfg(tiny_ckpt, profile, tmp_path / "b", quantize="int8"), opener=Opener())
+    assert not r.report["quantized"]["deployed"] and "not measured" in r.report["quantized"]["reason"]
+    assert json.loads((tmp_path / "b" / "tiny" / "manifest.json").read_text())["deployed_form"] == "fp32"

@@ -419,6 +419,22 @@ def _layers_section(report: dict) -> str:
     return "".join(out)
 
 
+def _int8_section(report: dict) -> str:
+    q = report.get("quantized")
+    if not isinstance(q, dict):
+        return ""
+    c = q.get("check") or {}
+    lat = q.get("latency") or {}
+    rows = [("form", _e(q.get("form", "int8"))),
+            ("deployed", '<span class="good">yes</span>' if q.get("deployed") else "no"),
+            ("why", _e(q.get("reason", ""))),
+            ("accuracy (validation split)", f"{_pct(c.get('int8_accuracy'))} vs {_pct(c.get('fp32_accuracy'))} float"),
+            ("top-1 agreement with the float model", _pct(c.get("top1_agreement"))),
+            ("latency", f"{_ms(lat.get('median_ms'))} median, {_ratio(lat.get('ratio_to_baseline'))} the baseline (p10)"
+             if lat else "not measured")]
+    return '<h2 id="int8">INT8 (ONNX Runtime static quantization)</h2>' + _kv(rows)
+
+
 def _gates_section(report: dict) -> str:
     gates = [g for g in report.get("gates") or [] if isinstance(g, dict)]
     if not gates:
@@ -493,7 +509,7 @@ def render_html(report: dict) -> str:
                          "stream, a depthwise pair) keep the same number." if found and found[0] == "group" else ""),
                       "No final model in this report: no channel counts after pruning.", "img-channels"))
     parts.append(_channels_table(report))
-    parts += [_layers_section(report), _deploy_section(report), _confirmations_section(report), _gates_section(report),
+    parts += [_layers_section(report), _int8_section(report), _deploy_section(report), _confirmations_section(report), _gates_section(report),
               _warnings_section(report), _candidates_section(report),
               f"<footer>Written by edgeprune from the run's report on {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}. "
               "The numbers are those of report.json; this page adds nothing to them.</footer>"]
