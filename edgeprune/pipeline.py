@@ -182,6 +182,8 @@ def _search(agent, evaluator, store: RunStore, run_id: str, cfg: CompileConfig, 
 def _check_selection(selection, outcome, baseline, cfg: CompileConfig):
     """The evaluation to finish, or an ``InfeasibleTargetError`` (exit 3) naming the closest one."""
     if selection.chosen is None:
+        if not outcome.evaluations:
+            raise InfeasibleTargetError(f"the agent {cfg.agent!r} proposed no candidate to evaluate")
         fastest = min(outcome.evaluations, key=lambda e: e.result.latency_ms)
         f = fastest.result
         raise InfeasibleTargetError(

@@ -317,3 +317,21 @@ def test_int8_is_checked_by_accuracy_measured_and_deployed_only_when_it_pays(tin
     r = compile_model(cfg(tiny_ckpt, profile, tmp_path / "b", quantize="int8"), opener=Opener())
     assert not r.report["quantized"]["deployed"] and "not measured" in r.report["quantized"]["reason"]
     assert json.loads((tmp_path / "b" / "tiny" / "manifest.json").read_text())["deployed_form"] == "fp32"
+
+
+def test_an_agent_that_proposes_nothing_is_a_clear_exit_3(tiny_ckpt, profile, tmp_path, monkeypatch):
+    from edgeprune import pipeline
+    from edgeprune.search.agents import BaseAgent
+
+    class Silent(BaseAgent):
+        name = "silent"
+
+        def ask(self):
+            return None
+
+        def tell(self, candidate, result):
+            pass
+
+    monkeypatch.setattr(pipeline, "make_agent", lambda *a, **k: Silent())
+    with pytest.raises(InfeasibleTargetError, match="proposed no candidate"):
+        compile_model(cfg(tiny_ckpt, profile, tmp_path), opener=Opener())
