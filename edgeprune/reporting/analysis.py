@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from edgeprune.reporting.charts import _figure, _png
-from edgeprune.reporting.html import _CSS, _e, _img, _kv, _ms, _ratio, _table
+from edgeprune.reporting.fmt import _CSS, _e, _img, _kv, _ms, _ratio, _table
 
 
 def sensitivity_chart(analysis: dict) -> bytes | None:
