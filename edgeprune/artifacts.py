@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import EdgePruneError
+from edgeprune.latency.backends.onnxruntime import ort_outputs
 from edgeprune.report import sha256_file
 from edgeprune.verify import compare
 
@@ -51,14 +52,6 @@ def _inputs(report: dict, shape: tuple[int, ...], n: int) -> tuple[np.ndarray, s
         f"{n} seeded random inputs (the run's data {source!r} is not readable here)"
 
 
-def _ort_outputs(onnx_path: Path, x: np.ndarray) -> np.ndarray:
-    from edgeprune.latency.backends.onnxruntime import ort_session
-
-    sess = ort_session(onnx_path)
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
-
-
 def verify_artifacts(folder: str | Path, *, samples: int = SAMPLES) -> list[Check]:
     """Every check of ``folder`` (``OUT/<name>/``). Raises ``EdgePruneError`` when it is not an artifact folder."""
     folder = Path(folder)
@@ -91,7 +84,7 @@ def verify_artifacts(folder: str | Path, *, samples: int = SAMPLES) -> list[Chec
     shape = tuple(report["model"]["input_shape"])
     x, what = _inputs(report, shape, samples)
     try:
-        ref = _ort_outputs(onnx_path, x)
+        ref = ort_outputs(onnx_path, x)
     except Exception as e:  # noqa: BLE001 - a model ONNX Runtime cannot load or run is the verdict
         checks.append(Check("model.onnx runs in ONNX Runtime", False, str(e).splitlines()[0][:200]))
         return checks
@@ -127,7 +120,5 @@ def _check_tvm(lib: Path, manifest: dict, x: np.ndarray, ref: np.ndarray, what: 
     if arch != platform.machine() or gpu:
         return Check("model.tvm.so vs model.onnx", None, f"built for {arch}{' with ' + ', '.join(gpu) if gpu else ''}: "
                                                        f"it runs on the device, not here")
-    tvm = get_backend("tvm")
-    got = np.concatenate([tvm.outputs(lib, x[i : i + 1]) for i in range(len(x))])
-    v = compare(ref, got)
+    v = compare(ref, get_backend("tvm").outputs(lib, x))
     return Check("model.tvm.so vs model.onnx", v.ok, f"max |diff| {v.max_abs_diff:.2e} on {what}, on this machine")

@@ -228,8 +228,7 @@ def report_cmd(folder) -> None:
     report.failed.json); every compile writes it already."""
     from pathlib import Path
 
-    from edgeprune.outputs import atomic_write
-    from edgeprune.reporting import render_html
+    from edgeprune.reporting import write_html_report
 
     folder = Path(folder)
     for src, page in (("report.json", "report.html"), ("report.failed.json", "report.failed.html")):
@@ -238,8 +237,7 @@ def report_cmd(folder) -> None:
                 report = json.loads((folder / src).read_text())
             except json.JSONDecodeError as e:
                 raise EdgePruneError(f"{folder / src} is not valid JSON: {e}") from None
-            atomic_write(folder / page, render_html(report).encode())
-            click.echo(str(folder / page))
+            click.echo(str(write_html_report(report, folder, filename=page)))
             return
     raise EdgePruneError(f"{folder} holds no report.json or report.failed.json (an OUT/<name>/ folder of a run)")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from edgeprune.errors import VerificationError
 from edgeprune.model.load import save_checkpoint, verify_checkpoint
 from edgeprune.outputs import StagedOutput, atomic_write, write_failure_report
-from edgeprune.reporting import render_html, write_html_report
+from edgeprune.reporting import write_html_report
 
 FINAL_CHECK_SAMPLES = 50  # calibration images through the reloaded model.pt and the exported model
 
@@ -130,7 +130,7 @@ def write_failure(report: Report, inputs) -> Path:
     """``OUT/<name>/report.failed.json`` and its page ``report.failed.html``; the previous good artifacts
     there (``report.html`` among them) stay untouched."""
     path = write_failure_report(inputs.out_root, inputs.loaded.name, report.to_dict())
-    atomic_write(path.with_name("report.failed.html"), render_html(report.to_dict()).encode())
+    write_html_report(report.to_dict(), path.parent, filename="report.failed.html")
     return path
 
 
@@ -139,7 +139,7 @@ def write_success(report: Report, *, inputs, final, deployment, calib, command: 
     and only then replace ``OUT/<name>/`` with it. ``calib`` holds real images (N×C×H×W) for the check."""
     import torch
 
-    loaded, cfg, profile, plan = inputs.loaded, inputs.cfg, inputs.profile, inputs.plan
+    loaded, profile, plan = inputs.loaded, inputs.profile, inputs.plan
     with StagedOutput(inputs.out_root, loaded.name) as staged:
         d = staged.dir
         atomic_write(d / "model.onnx", final.onnx_bytes)

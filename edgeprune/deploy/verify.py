@@ -10,23 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeprune.latency.backends.onnxruntime import ort_outputs
 from edgeprune.latency.base import get_backend
 from edgeprune.verify import Verdict, compare
 
 
-def _ort_outputs(onnx_bytes: bytes, inputs: np.ndarray) -> np.ndarray:
-    from edgeprune.latency.backends.onnxruntime import ort_session
-
-    sess = ort_session(onnx_bytes, threads=1)
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[None].astype(np.float32)})[0] for x in inputs])
-
-
 def verify_against_ort(path: str | Path, onnx_bytes: bytes, inputs: np.ndarray) -> Verdict:
     """Run the host-compiled library and ONNX Runtime on the same real inputs (N×C×H×W, one at a time)."""
-    tvm = get_backend("tvm")
-    got = np.concatenate([tvm.outputs(Path(path), x[None]) for x in inputs])
-    return compare(_ort_outputs(onnx_bytes, inputs), got, method="host: TVM library vs ONNX Runtime")
+    got = get_backend("tvm").outputs(Path(path), inputs)
+    return compare(ort_outputs(onnx_bytes, inputs), got, method="host: TVM library vs ONNX Runtime")
 
 
 def verify_on_device(pool, lib: Path, onnx_bytes: bytes, inputs: np.ndarray, device: str = "cpu") -> Verdict:
@@ -39,5 +31,5 @@ def verify_on_device(pool, lib: Path, onnx_bytes: bytes, inputs: np.ndarray, dev
 
     dev_name, info, outs = pool.call(fn, "verification on the device")
     kind = "EMULATED device" if info.get("emulated") else "device"
-    return compare(_ort_outputs(onnx_bytes, inputs), np.stack(outs),
+    return compare(ort_outputs(onnx_bytes, inputs), np.stack(outs),
                    method=f"on {kind} {dev_name} ({info['arch']}): TVM library vs ONNX Runtime on this machine")

@@ -9,12 +9,11 @@ from __future__ import annotations
 import io
 import warnings
 
-import numpy as np
 import torch
 from torch import nn
 
 from edgeprune.errors import UnsupportedLayerError, VerificationError
-from edgeprune.latency.backends.onnxruntime import ort_session
+from edgeprune.latency.backends.onnxruntime import ort_outputs
 from edgeprune.verify import ATOL, RTOL, Verdict, compare
 
 OPSET = 17
@@ -65,13 +64,10 @@ def simplify(model_proto):
 
 def verify(model: nn.Module, model_bytes: bytes, inputs: torch.Tensor) -> Verdict:
     """Run ``inputs`` (N×C×H×W) one at a time through ONNX Runtime and through ``model``; compare logits."""
-    sess = ort_session(model_bytes)
     model.eval()
     with torch.no_grad():
         ref = model(inputs).numpy()
-    name = sess.get_inputs()[0].name
-    got = np.concatenate([sess.run(None, {name: inputs[i : i + 1].numpy()})[0] for i in range(len(inputs))])
-    return compare(ref, got, method="ONNX Runtime vs PyTorch")
+    return compare(ref, ort_outputs(model_bytes, inputs.numpy()), method="ONNX Runtime vs PyTorch")
 
 
 def export_verified(model: nn.Module, input_shape: tuple[int, ...], inputs: torch.Tensor, *, full_check: bool = False):

@@ -385,11 +385,12 @@ def render_html(report: dict) -> str:
             + "\n</main></body></html>\n")
 
 
-def write_html_report(report: dict, out_dir: str | Path) -> Path:
-    """Write ``out_dir/report.html`` (charts embedded, nothing else written) and return its path. ``report`` is
-    the dict in ``report.json`` or ``report.failed.json``; sections a failed run did not reach may be None."""
+def write_html_report(report: dict, out_dir: str | Path, *, filename: str = REPORT_HTML) -> Path:
+    """Write ``out_dir/filename`` (``report.html``; ``report.failed.html`` for a failed run, beside the previous
+    good page; charts embedded, nothing else written) and return its path. ``report`` is the dict in
+    ``report.json`` or ``report.failed.json``; sections a failed run did not reach may be None."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / REPORT_HTML
+    path = out / filename
     atomic_write(path, render_html(report).encode("utf-8"))
     return path

@@ -41,8 +41,9 @@ class CandidateEvaluator:
         recalibrate_bn(pruned, self.calib)
         return pruned, history
 
-    def remeasure(self, candidate: Candidate, *, rounds: int) -> Measurement:
-        """Measure ``candidate`` again, interleaved with the baseline, over ``rounds`` rounds."""
+    def remeasure(self, candidate: Candidate, *, rounds: int | None) -> Measurement:
+        """Measure ``candidate`` again, interleaved with the baseline, over ``rounds`` rounds (None: the
+        meter's search plan)."""
         pruned, _ = prune(self.model, self.input_shape, self.analysis, candidate.widths)
         onnx_bytes, _, _ = export_verified(pruned, self.input_shape, self.calib[: self.verify_samples])
         return self.meter.measure(Artifact(onnx_bytes, label=candidate.key), rounds=rounds).candidate

@@ -16,11 +16,12 @@ from edgeprune.export.onnx import export_verified
 from edgeprune.latency.artifact import Artifact
 from edgeprune.latency.backends.onnxruntime import profile_nodes
 from edgeprune.latency.where import open_meters, runtimes_for
-from edgeprune.model.evaluate import accuracy, recalibrate_bn
-from edgeprune.model.prune import prune
+from edgeprune.model.evaluate import accuracy
+from edgeprune.search.evaluate import CandidateEvaluator
 from edgeprune.progress import Reporter
 from edgeprune.stages.analyse import analyse_model
 from edgeprune.stages.load import load
+from edgeprune.types import Candidate
 
 KEEPS = (0.25, 0.5, 0.75)
 
@@ -67,26 +68,25 @@ def analyze(cfg: CompileConfig, *, keeps=KEEPS, val_samples: int = 500, rep: Rep
     val = (data.val[0][:val_samples], data.val[1][:val_samples])
     calib = data.calib[0][: cfg.calib_samples]
     base_acc = accuracy(model, *val)
-    groups = []
-    full = [g.full for g in analysed.analysis.groups]
-    for i, g in enumerate(analysed.analysis.groups):
-        acc = {}
-        for k in keeps:
-            widths = list(full)
-            widths[i] = g.width(k)
-            pruned, _ = prune(model, shape, analysed.analysis, tuple(widths))
-            recalibrate_bn(pruned, calib)
-            acc[str(k)] = (widths[i], accuracy(pruned, *val))
-        groups.append(GroupSensitivity(g.name, g.full, g.choices, g.depthwise, acc))
-        rep.info(f"group {i + 1}/{len(full)} {g.name}: " + ", ".join(f"keep {k} → {a:.3f}" for k, (_, a) in acc.items()))
     base_bytes, _, _ = export_verified(model, shape, calib[:8])
     meters = opener(inputs.plan, runtimes_for(inputs.profile), Artifact(base_bytes, label="baseline"),
                     calib[:1].numpy(), None, rep, target=inputs.profile)
     try:
         reference = meters.search.baseline()
-        small, _ = prune(model, shape, analysed.analysis, analysed.smallest().widths)
-        small_bytes, _, _ = export_verified(small, shape, calib[:4])
-        floor = meters.search.measure(Artifact(small_bytes, label="smallest")).candidate.ratio_to_baseline
+        # The search's own evaluator: the same pruning, adaptive BN and measurement a candidate gets.
+        ev = CandidateEvaluator(model, shape, analysed.analysis, val, calib, meters.search, 1.0, reference.p10_ms)
+        groups = []
+        full = [g.full for g in analysed.analysis.groups]
+        for i, g in enumerate(analysed.analysis.groups):
+            acc = {}
+            for k in keeps:
+                widths = list(full)
+                widths[i] = g.width(k)
+                acc[str(k)] = (widths[i], accuracy(ev.build(Candidate(tuple(widths)))[0], *val))
+            groups.append(GroupSensitivity(g.name, g.full, g.choices, g.depthwise, acc))
+            rep.info(f"group {i + 1}/{len(full)} {g.name}: "
+                     + ", ".join(f"keep {k} → {a:.3f}" for k, (_, a) in acc.items()))
+        floor = ev.remeasure(analysed.smallest(), rounds=None).ratio_to_baseline
     finally:
         meters.close()
     nodes = profile_nodes(base_bytes, calib[:1].numpy(), threads=inputs.plan.profile.measurement.threads)

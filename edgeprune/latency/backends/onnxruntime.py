@@ -35,6 +35,15 @@ def ort_session(model: bytes | str | Path, *, threads: int = 1, providers: tuple
     return ort.InferenceSession(src, so, providers=list(providers))
 
 
+def ort_outputs(model: bytes | str | Path, x: np.ndarray, *, threads: int = 1,
+                providers: tuple[str, ...] = CPU) -> np.ndarray:
+    """Logits for ``x`` (N×C×H×W float32) run one input at a time (batch 1, as exported) in one session."""
+    sess = ort_session(model, threads=threads, providers=providers)
+    name = sess.get_inputs()[0].name
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
     suffix = ".onnx"
@@ -62,9 +71,8 @@ class OnnxRuntimeBackend:
         return once
 
     def outputs(self, model: bytes | Path, x: np.ndarray, *, device: str = "cpu") -> np.ndarray:
-        """Logits for one input batch (numerical checks)."""
-        sess = ort_session(model, providers=available_providers(self.providers))
-        return sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        """Logits for ``x`` (N×C×H×W), input by input (numerical checks)."""
+        return ort_outputs(model, x, providers=available_providers(self.providers))
 
 
 @register("onnxruntime")

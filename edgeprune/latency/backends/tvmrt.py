@@ -72,14 +72,18 @@ class TvmBackend:
         return once
 
     def outputs(self, model: bytes | Path, x: np.ndarray, *, device: str = "cpu") -> np.ndarray:
-        """Logits for one input batch (numerical checks)."""
+        """Logits for ``x`` (N×C×H×W), input by input in one loaded VM (numerical checks)."""
         import tvm
 
         path = self._compile(model, x.shape[1:], self.settings) if isinstance(model, bytes) else model
         dev = tvm.cuda() if device == "cuda" else tvm.cpu()
-        vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(path)), dev)
-        out = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32), dev))
-        return (out[0] if not hasattr(out, "numpy") else out).numpy()
+        main = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(path)), dev)["main"]
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        outs = []
+        for i in range(len(x)):
+            out = main(tvm.runtime.tensor(x[i : i + 1], dev))
+            outs.append((out[0] if not hasattr(out, "numpy") else out).numpy())
+        return np.concatenate(outs)
 
 
 @register("tvm")
