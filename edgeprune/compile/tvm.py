@@ -67,7 +67,10 @@ def unsupported_ops(model_proto) -> list[str]:
 
 
 def import_onnx(model_proto, input_shape: tuple[int, ...]):
-    """Relax IRModule of an ONNX model with input ``input`` of shape 1×C×H×W; clear error naming ops TVM lacks."""
+    """Relax IRModule of an ONNX model with input ``input`` of shape 1×C×H×W; clear error naming ops TVM lacks.
+
+    The exported model's batch axis is dynamic; ``shape_dict`` fixes it to 1, so TVM compiles (and tunes) a
+    static-shape batch-1 module, as it did for batch-1 exports."""
     tvm = _tvm()
     missing = unsupported_ops(model_proto)
     if missing:

@@ -2,6 +2,10 @@
 
 Tolerance: outputs (logits) must agree with the PyTorch model within ``atol + rtol * |torch|``,
 with ``ATOL = 1e-4`` and ``RTOL = 1e-3`` (float32; conv/BN folding reorders sums, giving ~1e-6 differences).
+
+The exported model's batch axis is dynamic (``input`` N×C×H×W → ``logits`` N×classes, ``N`` any size); the
+simplifiers keep it so. Verification and latency still feed one image at a time; a TVM library is compiled
+for batch 1 (``compile.tvm.import_onnx``).
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from edgeprune.latency.backends.onnxruntime import ort_outputs
 from edgeprune.verify import ATOL, RTOL, Verdict, compare
 
 OPSET = 17
+BATCH_DIM = "N"  # the symbolic name of the dynamic batch axis
+DYNAMIC_AXES = {"input": {0: BATCH_DIM}, "logits": {0: BATCH_DIM}}
 
 
 def export(model: nn.Module, input_shape: tuple[int, ...]):
-    """Export ``model`` (eval mode, batch 1, input C×H×W named ``input``) to an in-memory ONNX ModelProto.
+    """Export ``model`` (eval mode, input N×C×H×W named ``input`` with a dynamic batch axis ``N``, output
+    ``logits``) to an in-memory ONNX ModelProto.
 
     Uses the TorchScript exporter (``dynamo=False``): 0.3–0.9 s instead of 3.5–5 s per export, which
     matters inside the search loop (docs/design/STACK.md).
@@ -33,7 +40,8 @@ def export(model: nn.Module, input_shape: tuple[int, ...]):
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(model, (torch.zeros(1, *input_shape),), buf, dynamo=False, opset_version=OPSET,
-                              input_names=["input"], output_names=["logits"], do_constant_folding=True)
+                              input_names=["input"], output_names=["logits"], do_constant_folding=True,
+                              dynamic_axes=DYNAMIC_AXES)
         except Exception as e:  # noqa: BLE001 - the exporter raises many kinds for unsupported ops
             raise UnsupportedLayerError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
     return onnx.load_from_string(buf.getvalue())

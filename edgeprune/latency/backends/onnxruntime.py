@@ -37,7 +37,8 @@ def ort_session(model: bytes | str | Path, *, threads: int = 1, providers: tuple
 
 def ort_outputs(model: bytes | str | Path, x: np.ndarray, *, threads: int = 1,
                 providers: tuple[str, ...] = CPU) -> np.ndarray:
-    """Logits for ``x`` (N×C×H×W float32) run one input at a time (batch 1, as exported) in one session."""
+    """Logits for ``x`` (N×C×H×W float32) run one input at a time (batch 1, as verification has always run;
+    the export's batch axis is dynamic) in one session."""
     sess = ort_session(model, threads=threads, providers=providers)
     name = sess.get_inputs()[0].name
     x = np.ascontiguousarray(x, dtype=np.float32)
