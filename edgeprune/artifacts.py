@@ -38,11 +38,13 @@ class Check:
 
 def _inputs(report: dict, shape: tuple[int, ...], n: int) -> tuple[np.ndarray, str]:
     """Real calibration images of the run's data (N×C×H×W), else seeded random ones; and which it was."""
-    from edgeprune.data import load_data
+    from edgeprune.data import Normalisation, load_data
 
     source = (report.get("config") or {}).get("data") or (report.get("data") or {}).get("name")
     try:
-        data = load_data(source)
+        # The run's data as the run saw them: at the model's input shape, with its normalisation.
+        norm = (report.get("data") or {}).get("normalisation")
+        data = load_data(source, Normalisation.from_dict(norm) if norm else None, tuple(shape))
         x = data.calib[0][:n].numpy().astype(np.float32)
         if tuple(x.shape[1:]) == tuple(shape):
             return x, f"{len(x)} calibration images of {source!r}"
@@ -88,7 +90,13 @@ def verify_artifacts(folder: str | Path, *, samples: int = SAMPLES) -> list[Chec
     except Exception as e:  # noqa: BLE001 - a model ONNX Runtime cannot load or run is the verdict
         checks.append(Check("model.onnx runs in ONNX Runtime", False, str(e).splitlines()[0][:200]))
         return checks
-    checks.append(_check_pt(pt_path, x, ref, what))
+    if manifest.get("model_pt_format") == "pickled-module":
+        # The input was a pickled module, so model.pt is one: reloading it runs code from the file, which a
+        # check of a downloaded or cached folder must not do by itself.
+        checks.append(Check("model.pt vs model.onnx", None, "model.pt is a pickled module (the input model was one): "
+                            "not unpickled here; load_model(path, trust_code=True) reloads it"))
+    else:
+        checks.append(_check_pt(pt_path, x, ref, what))
     lib = folder / "model.tvm.so"
     if lib.is_file():
         checks.append(_check_tvm(lib, manifest, x, ref, what))

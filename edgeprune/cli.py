@@ -52,8 +52,20 @@ def cli() -> None:
 @click.option("--clusters", default=None, type=int, help="bo: clusters in the first phase (default about sqrt(groups)).")
 @click.option("--batch", default=1, show_default=True, type=int, help="bo: candidates proposed at once.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--arch", default=None, help="Architecture of a bare state dict: zoo name or package.module:factory.")
-@click.option("--input-shape", default=None, help="C,H,W (batch excluded).")
+@click.option("--arch", default=None,
+              help="Architecture of a bare state dict: zoo name, package.module:factory, path/to/file.py:factory "
+                   "or timm:NAME; literal arguments may follow inline: 'mymodels:mynet(width=16)'.")
+@click.option("--arch-kwargs", default=None, metavar="K=V,...",
+              help="Arguments of the architecture's factory, e.g. num_classes=10,width=16 (Python literals, else "
+                   "strings); they win over inline ones.")
+@click.option("--train-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where fine-tuning, BN recalibration and accuracy run (auto: cuda when available). Latency is "
+                   "always measured on the target.")
+@click.option("--input-shape", default=None, help="C,H,W (batch excluded); the data are resized to it.")
+@click.option("--normalize", default=None, metavar="NORM",
+              help="Input normalisation the model expects: imagenet, unit (mean 0, std 1), MEAN,STD or "
+                   "M1,M2,M3,S1,S2,S3 (RGB in [0,1], then (x - mean)/std). Default: the checkpoint's, else the "
+                   "model's config (timm), else imagenet with a warning.")
 @click.option("--trust-model-code", is_flag=True, help="Allow loading a pickled nn.Module (runs code from the file).")
 @click.option("--finetune-epochs", default=4, show_default=True, type=int)
 @click.option("--distill", is_flag=True, help="Fine-tune with knowledge distillation from the original model.")
@@ -124,6 +136,7 @@ def compile_cmd(ctx, model, as_json, **options) -> None:
 # turn on unpickling by itself), nor the per-run resume, overwrite and json.
 PROJECT_OPTIONS = {"target": str, "latency_target": str, "out": str, "data": str, "agent": str, "budget": int,
                    "clusters": int, "batch": int, "seed": int, "arch": str, "input_shape": tuple,
+                   "normalize": str, "arch_kwargs": str, "train_device": str,
                    "finetune_epochs": int, "distill": bool, "measure_on": str, "tracker": str, "device_key": str,
                    "verify_device": str, "tune_trials": int, "accept_closest": bool, "max_latency_ms": float,
                    "min_accuracy": float, "max_accuracy_drop": float, "quantize": str, "int8_max_drop": float}
@@ -140,7 +153,20 @@ def _project_options(ctx: click.Context):
     if path is None:
         return None, {}
     values = load_project_config(path, known=PROJECT_OPTIONS, paths=PROJECT_PATHS)
+    if isinstance(values.get("arch"), str):  # arch = "models/net.py:mynet" is relative to the config file
+        values["arch"] = _relative_arch_file(values["arch"], path.resolve().parent)
     return path, {k: v for k, v in values.items() if ctx.get_parameter_source(k) is ParameterSource.DEFAULT}
+
+
+def _relative_arch_file(arch: str, base) -> str:
+    """``path/to/file.py:factory(...)`` with a relative path made absolute against ``base``; others unchanged."""
+    from pathlib import Path
+
+    head, paren, args = arch.partition("(")
+    module, colon, factory = head.rpartition(":")
+    if colon and module.endswith(".py") and not Path(module).expanduser().is_absolute():
+        return f"{(Path(base) / module).resolve()}:{factory}{paren}{args}"
+    return arch
 
 
 def summarise(report: dict) -> dict:
@@ -177,13 +203,21 @@ def _deploy_summary(d: dict | None) -> dict | None:
 @click.option("--target", default="host", show_default=True, help="Target profile name or TOML path.")
 @click.option("--data", default="shapes", show_default=True, help="Built-in (shapes, digits) or a path.")
 @click.option("--measure-on", default=None, metavar="PROFILE", help="A local stand-in for a target that cannot be reached.")
-@click.option("--arch", default=None, help="Architecture of a bare state dict.")
-@click.option("--input-shape", default=None, help="C,H,W (batch excluded).")
+@click.option("--arch", default=None, help="Architecture of a bare state dict (as in compile).")
+@click.option("--arch-kwargs", default=None, metavar="K=V,...", help="Arguments of the architecture's factory.")
+@click.option("--train-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where BN recalibration and accuracy run (auto: cuda when available).")
+@click.option("--input-shape", default=None, help="C,H,W (batch excluded); the data are resized to it.")
+@click.option("--normalize", default=None, metavar="NORM",
+              help="Input normalisation the model expects: imagenet, unit (mean 0, std 1), MEAN,STD or "
+                   "M1,M2,M3,S1,S2,S3 (RGB in [0,1], then (x - mean)/std). Default: the checkpoint's, else the "
+                   "model's config (timm), else imagenet with a warning.")
 @click.option("--trust-model-code", is_flag=True, help="Allow loading a pickled nn.Module (runs code from the file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON on stdout, nothing else.")
 @click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False),
               help="Also write the analysis as a page with plots to this file.")
-def analyze_cmd(model, target, data, measure_on, arch, input_shape, trust_model_code, as_json, html_path) -> None:
+def analyze_cmd(model, target, data, measure_on, arch, input_shape, trust_model_code, as_json, html_path,
+                normalize=None, arch_kwargs=None, train_device="auto") -> None:
     """Before a search: each group's sensitivity, what stays whole, where the latency goes, its floor."""
     import tempfile
 
@@ -192,8 +226,9 @@ def analyze_cmd(model, target, data, measure_on, arch, input_shape, trust_model_
     from edgeprune.stages.analyze import analyze
 
     with tempfile.TemporaryDirectory(prefix="edgeprune-analyze-") as out:
-        cfg = CompileConfig(model=model, target=target, data=data, measure_on=measure_on, arch=arch,
-                            input_shape=_shape(input_shape), trust_model_code=trust_model_code, out=out)
+        cfg = CompileConfig(model=model, target=target, data=data, measure_on=measure_on, arch=arch, normalize=normalize,
+                            input_shape=_shape(input_shape), trust_model_code=trust_model_code, out=out,
+                            arch_kwargs=arch_kwargs, train_device=train_device)
         a = analyze(cfg, rep=RichReporter())
     if html_path:
         from pathlib import Path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import asdict, dataclass
 
@@ -46,8 +47,17 @@ class CompileConfig:
     batch: int = 1  # bo: candidates proposed at once (q), for parallel measurement
     seed: int = 0
     arch: str | None = None  # for a bare state dict
+    # Keyword arguments of the architecture's factory (--arch-kwargs num_classes=10,width=16). Stored as its
+    # canonical text, "name=repr(value)" sorted by name and joined by ", " (a str keeps the config frozen,
+    # hashable and equal across a JSON round trip for --resume); a dict is accepted and turned into that text.
+    # ``arch_kwargs_dict()`` parses it back. They win over arguments written inline in --arch.
+    arch_kwargs: str | None = None
     input_shape: tuple[int, ...] | None = None  # C×H×W override
+    # Input normalisation: imagenet, unit, "MEAN,STD" or "M1,M2,M3,S1,S2,S3"; None: the checkpoint's record,
+    # else the model's own config, else ImageNet's with a warning (edgeprune.data.normalisation).
+    normalize: str | None = None
     trust_model_code: bool = False
+    train_device: str = "auto"  # fine-tuning, BN recalibration, accuracy: auto (cuda if available), cpu, cuda
     finetune_epochs: int = 4
     finetune_lr: float = 0.02
     distill: bool = False
@@ -72,6 +82,15 @@ class CompileConfig:
 
     def __post_init__(self):
         LatencyTarget.parse(self.latency_target)
+        if self.normalize is not None:
+            from edgeprune.data.normalisation import parse_normalisation
+
+            parse_normalisation(self.normalize)  # a bad value is one clear line before anything is loaded
+        if self.arch_kwargs is not None:
+            kw = self.arch_kwargs if isinstance(self.arch_kwargs, dict) else parse_arch_kwargs(self.arch_kwargs)
+            object.__setattr__(self, "arch_kwargs", format_arch_kwargs(kw) or None)
+        if self.train_device not in ("auto", "cpu", "cuda"):
+            raise EdgePruneError(f"--train-device {self.train_device!r}: give auto, cpu or cuda")
         if self.clusters is not None and self.clusters < 1:
             raise EdgePruneError("--clusters must be at least 1")
         if self.batch < 1:
@@ -95,11 +114,74 @@ class CompileConfig:
         if self.search_val_samples < 10 or self.calib_samples < 10:
             raise EdgePruneError("search_val_samples and calib_samples must be at least 10")
 
+    def arch_kwargs_dict(self) -> dict:
+        """``arch_kwargs`` as a dict ({} when none)."""
+        return parse_arch_kwargs(self.arch_kwargs) if self.arch_kwargs else {}
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["input_shape"] = list(self.input_shape) if self.input_shape else None
         return d
 
-    # Settings that define the search; a resumed run must match them (budget may grow).
-    SEARCH_KEYS = ("target", "latency_target", "data", "agent", "seed", "arch", "search_val_samples", "calib_samples",
+    # Settings that define the search; a resumed run must match them (budget may grow). The pipeline also
+    # compares the normalisation the run resolved (from --normalize, the checkpoint or the model's config).
+    SEARCH_KEYS = ("target", "latency_target", "data", "agent", "seed", "arch", "arch_kwargs", "search_val_samples",
+                   "calib_samples",
                    "clusters", "batch", "measure_on", "device_key")
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split at commas outside brackets and quotes."""
+    parts, depth, quote, cur = [], 0, None, []
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    parts.append("".join(cur))
+    return [p for p in (p.strip() for p in parts) if p]
+
+
+def parse_arch_kwargs(text: str) -> dict:
+    """``"num_classes=10,width=16,act=relu"`` → ``{"num_classes": 10, "width": 16, "act": "relu"}``.
+
+    Each value is read as a Python literal (``ast.literal_eval``: numbers, quoted strings, tuples, lists,
+    dicts, True/False/None; nothing is evaluated), else kept as the string it is."""
+    out = {}
+    for item in _split_top_level(str(text)):
+        key, eq, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not key.isidentifier() or not value:
+            raise EdgePruneError(f"--arch-kwargs {text!r}: {item!r} is not name=value (e.g. num_classes=10,width=16)")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            out[key] = value
+    return out
+
+
+def format_arch_kwargs(kwargs: dict) -> str:
+    """The canonical text of ``kwargs`` ("name=repr(value)", sorted, ", "-joined); values must be literals."""
+    items = []
+    for key in sorted(kwargs):
+        value = kwargs[key]
+        if not str(key).isidentifier():
+            raise EdgePruneError(f"arch_kwargs: {key!r} is not a valid argument name")
+        try:
+            same = ast.literal_eval(repr(value)) == value
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            same = False
+        if not same:
+            raise EdgePruneError(f"arch_kwargs: {key}={value!r} is not a Python literal (numbers, strings, tuples, "
+                                 "lists, dicts, True/False/None)")
+        items.append(f"{key}={value!r}")
+    return ", ".join(items)

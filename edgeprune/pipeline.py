@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from edgeprune.config import CompileConfig
+from edgeprune.data.normalisation import LEGACY
 from edgeprune.deploy.stage import deploy
 from edgeprune.errors import (DeviceError, EdgePruneError, InfeasibleTargetError, Interrupted, RunStoreError,
                               VerificationError)
@@ -45,15 +46,21 @@ class CompileResult:
 
 def _open_run(store: RunStore, inputs: Inputs) -> str:
     cfg = inputs.cfg
-    config = dict(cfg.to_dict(), model_sha256=inputs.model_sha256)
+    norm = inputs.data.normalisation.for_channels(inputs.shape[0])
+    config = dict(cfg.to_dict(), model_sha256=inputs.model_sha256,
+                  normalisation={"mean": list(norm.mean), "std": list(norm.std)})
     if not cfg.resume:
         return store.new_run(config)
     old = store.config(cfg.resume)
-    keys = CompileConfig.SEARCH_KEYS + ("model_sha256",)
+    if "normalisation" not in old:  # a run stored before normalisation was a choice used the legacy one
+        legacy = LEGACY.for_channels(inputs.shape[0])
+        old = dict(old, normalisation={"mean": list(legacy.mean), "std": list(legacy.std)})
+    keys = CompileConfig.SEARCH_KEYS + ("model_sha256", "normalisation")
     diff = [k for k in keys if old.get(k) != config.get(k)]
     if diff:
         raise RunStoreError(f"run {cfg.resume} was started with different settings ({', '.join(diff)}); "
-                            "resume with the same model, data, target, agent, seed and latency target")
+                            "resume with the same model, data, normalisation, target, agent, seed and latency "
+                            "target")
     if store.status(cfg.resume) == "done" and not cfg.overwrite:
         raise RunStoreError(f"run {cfg.resume} is finished and its artifacts are in "
                             f"{inputs.out_root / inputs.loaded.name}; resuming it would fine-tune and write them "
@@ -82,6 +89,10 @@ def compile_model(cfg: CompileConfig, *, reporter: Reporter | None = None, comma
 def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> CompileResult:
     t_start = time.time()
     inputs = load(cfg, rep)
+    if inputs.loaded.arch is None:
+        rep.warn(f"{cfg.model} is a pickled module (no architecture to rebuild it from), so model.pt will be one "
+                 "too: loading it runs code, and needs --trust-model-code (load_model(path, trust_code=True)); "
+                 "a state dict with --arch gives a model.pt that loads with weights only")
     store = RunStore(inputs.out_root / "runs.sqlite")
     run_id = None
     state: dict = {}  # the stages reached so far, for the report of a run that stops
@@ -95,12 +106,12 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
         baseline = state["baseline"] = measure_baseline(inputs, store, run_id, calib, rep, opener=opener)
         meter = baseline.meters.search
         evaluator = CandidateEvaluator(model, shape, analysed.analysis, val_search, calib, meter, baseline.ratio,
-                                       baseline.reference.p10_ms)
+                                       baseline.reference.p10_ms, device=inputs.train_device)
         agent = state["agent"] = make_agent(cfg.agent, analysed.space, budget=cfg.budget, seed=cfg.seed,
                                             latency_ratio=baseline.ratio, **agent_options(cfg))
         if agent.constraint == "latency" and not store.evaluations(run_id):
             check_reachable(evaluator, analysed.smallest(), baseline.ratio, rep)
-        state["base_accuracy"] = accuracy(model, *data.val)
+        state["base_accuracy"] = accuracy(model, *data.val, device=inputs.train_device)
         outcome = state["outcome"] = _search(agent, evaluator, store, run_id, cfg, rep)
         selection = state["selection"] = select(outcome.evaluations, evaluator, agent, ratio=baseline.ratio,
                                                 rounds=inputs.plan.profile.measurement.final_rounds)
@@ -118,7 +129,7 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
                 rounds=inputs.plan.profile.measurement.final_rounds, ratio=baseline.ratio,
                 epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, distill=cfg.distill, seed=cfg.seed,
                 candidate_index=chosen.index, widths=chosen.candidate.widths, rep=rep,
-                baseline_onnx=baseline.onnx_bytes)
+                baseline_onnx=baseline.onnx_bytes, device=inputs.train_device)
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted while fine-tuning run {run_id}; its {len(outcome.evaluations)} "
                               f"evaluations are stored in {store.path}; continue with the same command plus "

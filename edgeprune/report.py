@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgeprune.errors import VerificationError
-from edgeprune.model.load import save_checkpoint, verify_checkpoint
+from edgeprune.model.load import PT_CHECKPOINT, PT_PICKLED, save_checkpoint, verify_checkpoint
 from edgeprune.outputs import StagedOutput, atomic_write, write_failure_report
 from edgeprune.reporting import write_html_report
 
@@ -105,6 +105,7 @@ def build_report(*, status: str, run_id: str, inputs, t_start: float, reason: st
         from edgeprune.search.agents import agent_info
 
         search = {"agent": cfg.agent, "agent_info": agent_info(agent), "budget": cfg.budget, "seed": cfg.seed,
+                  "train_device": getattr(inputs, "train_device", "cpu"),
                   "evaluations": len(outcome.evaluations), "evaluated_this_session": outcome.evaluated_now,
                   "confirmations": list(selection.confirmations) if selection else [],
                   "confirmed": selection.confirmed if selection else None, "wall_time_s": outcome.seconds,
@@ -116,14 +117,37 @@ def build_report(*, status: str, run_id: str, inputs, t_start: float, reason: st
                 "latency": baseline.reference.to_dict()}
     return Report(status=status, reason=reason, run_id=run_id, out_dir=str(inputs.out_root / loaded.name),
                   model={"path": str(cfg.model), "name": loaded.name, "arch": loaded.arch,
-                         "input_shape": list(loaded.input_shape)},
-                  data=inputs.data.summary(), target=target, search=search, baseline=base,
+                         "arch_kwargs": json.loads(json.dumps(loaded.arch_kwargs, default=repr)),
+                         "input_shape": list(loaded.input_shape), "model_pt_format": model_pt_format(loaded)},
+                  data=data_summary(inputs), target=target, search=search, baseline=base,
                   final=final.to_dict() if final is not None else None,
                   deploy=deployment.comparison if deployment is not None else None,
                   candidates=_candidate_rows(outcome.evaluations) if outcome is not None else [],
                   wall_time_s=round(time.time() - t_start, 2), gates=[g.to_dict() for g in gates],
                   quantized=quantized.to_dict() if quantized is not None else None,
                   warnings=list(warnings_seen), config=cfg.to_dict())
+
+
+def model_pt_format(loaded) -> str:
+    """"edgeprune-checkpoint" (loads with weights only) or "pickled-module" (the input was a pickled module,
+    so model.pt is one too and needs --trust-model-code)."""
+    return PT_CHECKPOINT if loaded.arch is not None else PT_PICKLED
+
+
+def data_summary(inputs) -> dict:
+    """The data's summary, its normalisation with where it came from, and what the exported model expects."""
+    data = inputs.data.summary()
+    data["normalisation"]["source"] = getattr(inputs, "normalisation_source", "") or None
+    data["onnx_input"] = inputs.data.normalisation.onnx_input(tuple(inputs.loaded.input_shape))
+    return data
+
+
+def model_input(inputs) -> dict:
+    """``manifest.json``'s statement of model.onnx's input."""
+    data = data_summary(inputs)
+    return {"name": "input", "shape": ["N", *inputs.loaded.input_shape], "dtype": "float32",
+            "batch": "dynamic: any N (verified and timed at batch 1; model.tvm.so is compiled for batch 1)",
+            "normalisation": data["normalisation"], "expects": data["onnx_input"]}
 
 
 def write_failure(report: Report, inputs) -> Path:
@@ -143,13 +167,16 @@ def write_success(report: Report, *, inputs, final, deployment, calib, command: 
     with StagedOutput(inputs.out_root, loaded.name) as staged:
         d = staged.dir
         atomic_write(d / "model.onnx", final.onnx_bytes)
-        save_checkpoint(d / "model.pt", model=final.model, arch=loaded.arch or "unknown", arch_kwargs=loaded.arch_kwargs,
-                        input_shape=loaded.input_shape, pruning_history=final.history, name=loaded.name,
-                        meta={"run_id": report.run_id, "val_accuracy": final.accuracy, "data": inputs.data.name,
-                              "normalisation": inputs.data.summary()["normalisation"],
-                              "rebuildable": loaded.arch is not None})
-        pt_verdict = verify_checkpoint(d / "model.pt", final.model, calib[:FINAL_CHECK_SAMPLES])
-        if loaded.arch is not None and not pt_verdict.ok:
+        # A model that came in as a pickled module has no recipe: model.pt pickles the pruned module itself
+        # (save_checkpoint with arch=None) and reloads only with trust_code, as its input did.
+        pt_format = save_checkpoint(
+            d / "model.pt", model=final.model, arch=loaded.arch, arch_kwargs=loaded.arch_kwargs,
+            input_shape=loaded.input_shape, pruning_history=final.history, name=loaded.name,
+            meta={"run_id": report.run_id, "val_accuracy": final.accuracy, "data": inputs.data.name,
+                  "normalisation": data_summary(inputs)["normalisation"], "rebuildable": loaded.arch is not None})
+        pt_verdict = verify_checkpoint(d / "model.pt", final.model, calib[:FINAL_CHECK_SAMPLES],
+                                       trust_code=pt_format == PT_PICKLED)
+        if not pt_verdict.ok:
             raise VerificationError(f"model.pt does not reproduce the exported model when reloaded "
                                     f"({pt_verdict.method}: max |diff| {pt_verdict.max_abs_diff:.3g}); not written")
         if deployment.library is not None:
@@ -161,7 +188,9 @@ def write_success(report: Report, *, inputs, final, deployment, calib, command: 
         arts = {name: {"sha256": sha256_file(d / name), "bytes": (d / name).stat().st_size}
                 for name in ("model.onnx", "model.pt", "report.json", "report.html")}
         arts["model.onnx"]["verification"] = final.verdict.to_dict()
+        arts["model.onnx"]["batch"] = "dynamic"
         arts["model.pt"]["verification"] = pt_verdict.to_dict()
+        arts["model.pt"]["format"] = pt_format
         if quantized is not None:  # checked by accuracy on the validation split, not output closeness
             arts["model.int8.onnx"] = {"sha256": sha256_file(d / "model.int8.onnx"),
                                        "bytes": (d / "model.int8.onnx").stat().st_size, "check": quantized.check,
@@ -172,12 +201,13 @@ def write_success(report: Report, *, inputs, final, deployment, calib, command: 
                                     "triple": tv["triple"], "tvm_target": tv["target"], "library": tv["library"],
                                     "verification": tv["verification"], "tuning": tv["tuning"], "load": tv["load"]}
         manifest = {"edgeprune_manifest": 1, "run_id": report.run_id, "command": command or " ".join(sys.argv),
-                    "input_model_sha256": inputs.model_sha256, "artifacts": arts,
+                    "input_model_sha256": inputs.model_sha256, "artifacts": arts, "model_input": model_input(inputs),
                     "packages": package_versions(), "platform": platform.platform(), "target_profile": profile.to_dict(),
                     "measured_on": plan.where, "measured_on_stand_in": plan.stand_in,
                     "measurement_threads": plan.profile.measurement.threads,
                     "deployed_runtime": deployment.comparison.get("deployed_runtime", "onnxruntime"),
                     "deployed_form": "int8" if quantized is not None and quantized.deployed else "fp32",
+                    "model_pt_format": pt_format, "train_device": getattr(inputs, "train_device", "cpu"),
                     "torch_threads": torch.get_num_threads()}
         atomic_write(d / "manifest.json", _json(manifest))
         return staged.commit()

@@ -206,7 +206,7 @@ def test_an_absolute_target_in_ms(tiny_ckpt, profile, tmp_path):
 def test_finetuning_with_distillation_is_reported(tiny_ckpt, profile, tmp_path):
     r = compile_model(cfg(tiny_ckpt, profile, tmp_path, finetune_epochs=1, distill=True), opener=Opener())
     f = r.report["final"]
-    assert f["finetune"] == {"epochs": 1, "lr": 0.02, "distill": True}
+    assert f["finetune"] == {"epochs": 1, "lr": 0.02, "distill": True, "device": "cpu"}  # auto: no CUDA here
     assert 0 <= f["accuracy_before_finetune"] <= 1 and 0 <= f["accuracy"] <= 1
 
 
@@ -215,7 +215,7 @@ def test_a_failed_verification_exits_4_and_leaves_no_artifact(tiny_ckpt, profile
     from edgeprune.verify import Verdict
 
     monkeypatch.setattr(report_mod, "verify_checkpoint",
-                        lambda path, model, inputs: Verdict(False, 1.0, len(inputs), method="tampered"))
+                        lambda path, model, inputs, **kw: Verdict(False, 1.0, len(inputs), method="tampered"))
     with pytest.raises(VerificationError, match="model.pt does not reproduce") as e:
         compile_model(cfg(tiny_ckpt, profile, tmp_path), opener=Opener())
     assert e.value.exit_code == 4

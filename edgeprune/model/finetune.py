@@ -45,11 +45,20 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
           teacher: nn.Module | None = None,
-          on_step: Callable[[int, int, float], None] | None = None) -> list[float]:
+          on_step: Callable[[int, int, float], None] | None = None, device=None) -> list[float]:
     """Train ``model`` in place with SGD + cosine schedule; returns the mean loss of each epoch.
 
-    ``on_step(step, total_steps, loss)`` is called after every step (progress reporting).
+    ``on_step(step, total_steps, loss)`` is called after every step (progress reporting). ``device``
+    ("cuda"): the model (and teacher) train there and come back to the CPU; batches are augmented on the
+    CPU with the seeded generator, as on the CPU path, then moved. None or "cpu": nothing is moved.
     """
+    from edgeprune.model.evaluate import moves, on_device
+
+    with on_device(device, *(m for m in (model, teacher) if m is not None)):
+        return _train(model, x, y, cfg, teacher, on_step, device if moves(device) else None)
+
+
+def _train(model, x, y, cfg: TrainConfig, teacher, on_step, device) -> list[float]:
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, nesterov=True)
@@ -68,6 +77,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
         for i in range(0, len(x), cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
             xb, yb = augment(x[idx], g), y[idx]
+            if device is not None:
+                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
             if cfg.distill:

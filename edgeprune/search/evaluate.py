@@ -11,7 +11,7 @@ from torch import nn
 from edgeprune.export.onnx import export_verified
 from edgeprune.latency.artifact import Artifact
 from edgeprune.latency.meter import Meter
-from edgeprune.model.evaluate import accuracy, count_macs_params, recalibrate_bn
+from edgeprune.model.evaluate import accuracy, count_macs_params, on_device, recalibrate_bn
 from edgeprune.model.prune import Analysis, prune
 from edgeprune.types import Candidate, EvalResult, Measurement
 
@@ -23,6 +23,8 @@ class CandidateEvaluator:
     ``latency_ratio`` is the target as a fraction of the baseline's p10 latency; ``baseline_ms`` is the
     baseline's reference p10 latency (ms), used to express a candidate's ratio in milliseconds.
     ``val`` is the search validation subset, ``calib`` the BN-recalibration images (N×C×H×W).
+    ``device`` is where BN recalibration and accuracy run (the resolved ``--train-device``); the pruned
+    model comes back to the CPU for export and measurement.
     """
 
     model: nn.Module
@@ -34,11 +36,12 @@ class CandidateEvaluator:
     latency_ratio: float
     baseline_ms: float
     verify_samples: int = 4
+    device: str = "cpu"
 
     def build(self, candidate: Candidate) -> tuple[nn.Module, list]:
         """The pruned, BN-recalibrated model for ``candidate`` and its pruning history."""
         pruned, history = prune(self.model, self.input_shape, self.analysis, candidate.widths)
-        recalibrate_bn(pruned, self.calib)
+        recalibrate_bn(pruned, self.calib, device=self.device)
         return pruned, history
 
     def remeasure(self, candidate: Candidate, *, rounds: int | None) -> Measurement:
@@ -87,9 +90,10 @@ class CandidateEvaluator:
 
         pruned, _ = prune(self.model, self.input_shape, self.analysis, candidate.widths)
         lap("prune")
-        recalibrate_bn(pruned, self.calib)
-        lap("bn_recalibration")
-        acc = accuracy(pruned, *self.val)
+        with on_device(self.device, pruned):  # one trip to the device and back for both
+            recalibrate_bn(pruned, self.calib, device=self.device)
+            lap("bn_recalibration")
+            acc = accuracy(pruned, *self.val, device=self.device)
         lap("accuracy")
         onnx_bytes, _, _ = export_verified(pruned, self.input_shape, self.calib[: self.verify_samples])
         lap("export_simplify_verify")

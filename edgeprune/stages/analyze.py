@@ -19,6 +19,7 @@ from edgeprune.latency.where import open_meters, runtimes_for
 from edgeprune.model.evaluate import accuracy
 from edgeprune.search.evaluate import CandidateEvaluator
 from edgeprune.progress import Reporter
+from edgeprune.report import data_summary
 from edgeprune.stages.analyse import analyse_model
 from edgeprune.stages.load import load
 from edgeprune.types import Candidate
@@ -53,6 +54,7 @@ class ModelAnalysis:
     latency_floor_ratio: float  # the smallest candidate's p10 / the baseline's, same rounds
     op_share: dict  # {ONNX op type: fraction of kernel time}, this machine's ONNX Runtime
     top_nodes: list  # [{"node", "op", "ms", "share"}], heaviest first
+    normalisation: dict | None = None  # the data's normalisation and where it came from (as in report.json)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,14 +69,15 @@ def analyze(cfg: CompileConfig, *, keeps=KEEPS, val_samples: int = 500, rep: Rep
     model, shape, data = inputs.loaded.model, inputs.shape, inputs.data
     val = (data.val[0][:val_samples], data.val[1][:val_samples])
     calib = data.calib[0][: cfg.calib_samples]
-    base_acc = accuracy(model, *val)
+    base_acc = accuracy(model, *val, device=inputs.train_device)
     base_bytes, _, _ = export_verified(model, shape, calib[:8])
     meters = opener(inputs.plan, runtimes_for(inputs.profile), Artifact(base_bytes, label="baseline"),
                     calib[:1].numpy(), None, rep, target=inputs.profile)
     try:
         reference = meters.search.baseline()
         # The search's own evaluator: the same pruning, adaptive BN and measurement a candidate gets.
-        ev = CandidateEvaluator(model, shape, analysed.analysis, val, calib, meters.search, 1.0, reference.p10_ms)
+        ev = CandidateEvaluator(model, shape, analysed.analysis, val, calib, meters.search, 1.0, reference.p10_ms,
+                                device=inputs.train_device)
         groups = []
         full = [g.full for g in analysed.analysis.groups]
         for i, g in enumerate(analysed.analysis.groups):
@@ -82,7 +85,8 @@ def analyze(cfg: CompileConfig, *, keeps=KEEPS, val_samples: int = 500, rep: Rep
             for k in keeps:
                 widths = list(full)
                 widths[i] = g.width(k)
-                acc[str(k)] = (widths[i], accuracy(ev.build(Candidate(tuple(widths)))[0], *val))
+                acc[str(k)] = (widths[i], accuracy(ev.build(Candidate(tuple(widths)))[0], *val,
+                                                   device=inputs.train_device))
             groups.append(GroupSensitivity(g.name, g.full, g.choices, g.depthwise, acc))
             rep.info(f"group {i + 1}/{len(full)} {g.name}: "
                      + ", ".join(f"keep {k} → {a:.3f}" for k, (_, a) in acc.items()))
@@ -103,4 +107,5 @@ def analyze(cfg: CompileConfig, *, keeps=KEEPS, val_samples: int = 500, rep: Rep
         baseline_latency=reference.to_dict(), latency_floor_ratio=float(floor),
         op_share=dict(sorted(shares.items(), key=lambda kv: -kv[1])),
         top_nodes=[{"node": n, "op": op, "ms": ms, "share": ms / total}
-                   for n, op, ms in sorted(nodes, key=lambda t: -t[2])[:10]])
+                   for n, op, ms in sorted(nodes, key=lambda t: -t[2])[:10]],
+        normalisation=data_summary(inputs)["normalisation"])

@@ -78,15 +78,16 @@ def layer_latency(baseline_onnx: bytes, final_onnx: bytes, example, *, threads: 
 
 def finish(*, pruned: nn.Module, history: list, teacher: nn.Module, data, shape, calib, meter: Meter, rounds: int,
            ratio: float, epochs: int, lr: float, distill: bool, seed: int, candidate_index: int,
-           widths: tuple[int, ...], rep, baseline_onnx: bytes | None = None) -> FinalModel:
+           widths: tuple[int, ...], rep, baseline_onnx: bytes | None = None, device: str = "cpu") -> FinalModel:
     """Fine-tune ``pruned`` in place (``epochs`` of SGD + cosine; knowledge distillation from ``teacher``
     when ``distill``), export and verify it against PyTorch on calibration images (N×C×H×W), and measure
-    it against the baseline over ``rounds`` rounds. ``ratio`` is the target as a fraction of the baseline."""
-    acc_before = accuracy(pruned, *data.val)
+    it against the baseline over ``rounds`` rounds. ``ratio`` is the target as a fraction of the baseline.
+    ``device``: where fine-tuning and accuracy run; the model is back on the CPU for export and measurement."""
+    acc_before = accuracy(pruned, *data.val, device=device)
     tcfg = TrainConfig(epochs=epochs, lr=lr, distill=distill, seed=seed)
     rep.train_start(epochs * -(-len(data.train[1]) // tcfg.batch_size))
     try:
-        train(pruned, *data.train, tcfg, teacher=teacher if distill else None, on_step=rep.train_step)
+        train(pruned, *data.train, tcfg, teacher=teacher if distill else None, on_step=rep.train_step, device=device)
     finally:
         rep.train_end()
     onnx_bytes, simplifier, verdict = export_verified(pruned, shape, calib[:FINAL_VERIFY_SAMPLES], full_check=True)
@@ -94,6 +95,7 @@ def finish(*, pruned: nn.Module, history: list, teacher: nn.Module, data, shape,
     macs, params = count_macs_params(pruned, shape)
     layers = (layer_latency(baseline_onnx, onnx_bytes, calib[:1].numpy(), threads=meter.settings.threads)
               if baseline_onnx is not None else {})
-    return FinalModel(pruned, history, onnx_bytes, simplifier, verdict, pair, acc_before, accuracy(pruned, *data.val),
-                      macs, params, channel_counts(pruned), {"epochs": tcfg.epochs, "lr": tcfg.lr, "distill": tcfg.distill},
+    return FinalModel(pruned, history, onnx_bytes, simplifier, verdict, pair, acc_before,
+                      accuracy(pruned, *data.val, device=device), macs, params, channel_counts(pruned),
+                      {"epochs": tcfg.epochs, "lr": tcfg.lr, "distill": tcfg.distill, "device": device},
                       candidate_index, tuple(widths), pair.candidate.ratio_to_baseline <= ratio, layers)
