@@ -60,3 +60,44 @@ def test_a_project_config_fills_what_the_command_line_leaves_out(tiny_ckpt, tmp_
     _one_line(_cli_in(sub, "compile", str(tiny_ckpt), "--out", str(tmp_path / "dist")), "unknown agent 'nope'")
     (tmp_path / "edgeprune.toml").write_text('[compile]\nlatency-targt = "0.5x"\n')
     _one_line(_cli_in(sub, "compile", str(tiny_ckpt)), "did you mean 'latency_target'?")
+
+
+
+def _cli_here(monkeypatch, capsys, *args):
+    """``edgeprune.cli.main`` in this process (no interpreter start-up: these checks take well under 2 s)."""
+    import sys
+    from types import SimpleNamespace
+
+    import pytest
+
+    from edgeprune import cli
+
+    monkeypatch.setattr(sys, "argv", ["edgeprune", *args])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=e.value.code, stderr=out.err, stdout=out.out)
+
+
+def test_a_bad_normalize_is_one_clear_line(tiny_ckpt, tmp_path, monkeypatch, capsys):
+    _one_line(_cli_here(monkeypatch, capsys, "compile", str(tiny_ckpt), "--normalize", "0.5", "--out", str(tmp_path)),
+              "--normalize '0.5'")
+    _one_line(_cli_here(monkeypatch, capsys, "analyze", str(tiny_ckpt), "--normalize", "0.5,0"), "std must be > 0")
+
+
+def test_data_with_other_channels_than_the_model_is_one_clear_line(tiny_ckpt, tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "grey.npz", x=rng.random((200, 1, 32, 32), dtype=np.float32), y=rng.integers(0, 10, 200))
+    _one_line(_cli_here(monkeypatch, capsys, "compile", str(tiny_ckpt), "--data", str(tmp_path / "grey.npz"),
+                        "--out", str(tmp_path)), "1-channel images but the model expects 3 channels")
+
+
+def test_a_head_for_other_classes_suggests_arch_kwargs(tiny_ckpt, tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "three.npz", x=rng.random((200, 3, 48, 48), dtype=np.float32), y=rng.integers(0, 3, 200))
+    _one_line(_cli_here(monkeypatch, capsys, "compile", str(tiny_ckpt), "--data", str(tmp_path / "three.npz"),
+                        "--out", str(tmp_path)), "--arch-kwargs num_classes=3")

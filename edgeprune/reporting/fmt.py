@@ -144,3 +144,23 @@ def _img(png: bytes | None, alt: str, caption: str, missing: str, img_id: str) -
     data = base64.b64encode(png).decode("ascii")
     return (f'<figure><img id="{_e(img_id)}" src="data:image/png;base64,{data}" alt="{_e(alt)}">'
             f"<figcaption>{caption}</figcaption></figure>")
+
+
+def data_rows(data: dict) -> list:
+    """How the data were normalised (and where that came from), resized, and what model.onnx expects."""
+    def values(v) -> str:
+        return "(" + ", ".join(f"{x:g}" for x in v) + ")" if isinstance(v, list) else str(v)
+
+    rows = []
+    norm = data.get("normalisation")
+    if isinstance(norm, dict) and "mean" in norm:
+        text = f"{norm.get('name') or 'custom'}: mean {values(norm['mean'])}, std {values(norm.get('std'))}"
+        rows.append(("normalisation", _e(text + (f" — {norm['source']}" if norm.get("source") else ""))))
+    if data.get("resize"):
+        src = data.get("source_shape")
+        src = "×".join(map(str, src)) if isinstance(src, list) else str(src)
+        rows.append(("data resized", _e(f"from {src}: {data['resize']}")))
+    for key, label in (("note", "data note"), ("onnx_input", "model.onnx input")):
+        if data.get(key):
+            rows.append((label, _e(str(data[key]))))
+    return rows

@@ -18,7 +18,7 @@ from edgeprune.reporting.charts import (_candidates, _chosen_index, _get, _num, 
                                         convergence_chart, pareto_chart)
 
 from edgeprune.reporting.fmt import (_CSS, _e, _img, _kv, _label, _missing, _ms, _noise, _pct, _ratio, _si, _table,
-                                     _verdict, _yes)
+                                     _verdict, _yes, data_rows)
 
 REPORT_HTML = "report.html"
 
@@ -72,6 +72,7 @@ def _run_section(report: dict) -> str:
             ("input shape", _e("×".join(map(str, shape)) if isinstance(shape, list) else "—")),
             ("data", _e(f"{data.get('name', '—')} (" + ", ".join(f"{k} {data[k]}" for k in ("train", "val", "calib")
                                                                  if k in data) + " images)" if data else "—")),
+            *data_rows(data),
             ("target profile", _label(target.get("name") or "—")),
             ("latency target", _e(target.get("latency_target") or "—")
              + (f" = {_ratio(target.get('latency_target_ratio'))} the baseline"
