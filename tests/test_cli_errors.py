@@ -101,3 +101,52 @@ def test_a_head_for_other_classes_suggests_arch_kwargs(tiny_ckpt, tmp_path, monk
     np.savez(tmp_path / "three.npz", x=rng.random((200, 3, 48, 48), dtype=np.float32), y=rng.integers(0, 3, 200))
     _one_line(_cli_here(monkeypatch, capsys, "compile", str(tiny_ckpt), "--data", str(tmp_path / "three.npz"),
                         "--out", str(tmp_path)), "--arch-kwargs num_classes=3")
+
+
+def test_weights_that_do_not_fit_are_listed_without_a_traceback(tmp_path):
+    from edgeprune.model.zoo import resnet20
+
+    import torch
+
+    torch.save(resnet20(num_classes=7).state_dict(), tmp_path / "sd.pt")
+    r = run_cli("compile", str(tmp_path / "sd.pt"), "--arch", "resnet20", "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("edgeprune: error: weights in ") and "do not fit the architecture 'resnet20'" in r.stderr
+    assert "fc.weight: weights (7, 64) vs model (10, 64)" in r.stderr and "pass --arch-kwargs num_classes=7" in r.stderr
+    # with the hint followed, the model loads: it then meets the data's 10 classes (which proves it has 7 outputs)
+    r = run_cli("compile", str(tmp_path / "sd.pt"), "--arch", "resnet20", "--arch-kwargs", "num_classes=7",
+                "--data", "digits", "--out", str(tmp_path / "out"))
+    _one_line(r, "the model outputs 7")
+
+
+def test_model_input_errors_are_one_line(tiny_ckpt, tmp_path):
+    import torch
+
+    torch.save({"w": torch.zeros(1)}, tmp_path / "sd.pt")
+    _one_line(run_cli("compile", str(tmp_path / "sd.pt"), "--arch", f"{tmp_path / 'nope.py'}:net", "--out",
+                      str(tmp_path / "out")), "nope.py does not exist")
+    _one_line(run_cli("compile", str(tmp_path / "sd.pt"), "--arch", "resnet20", "--arch-kwargs", "10", "--out",
+                      str(tmp_path / "out")), "'10' is not name=value")
+    if not torch.cuda.is_available():
+        _one_line(run_cli("compile", str(tiny_ckpt), "--train-device", "cuda", "--out", str(tmp_path / "out")),
+                  "--train-device cuda: no CUDA device")
+
+
+def test_a_project_config_arch_file_is_relative_to_it(tmp_path):
+    import torch
+
+    from tests.model.test_load import BLOCKS, MYNETS
+
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mynets.py").write_text(MYNETS)
+    (tmp_path / "models" / "blocks.py").write_text(BLOCKS)
+    (tmp_path / "edgeprune.toml").write_text('[compile]\narch = "models/mynets.py:mynet(width=16)"\n'
+                                             'arch-kwargs = "num_classes=7"\ndata = "digits"\n')
+    from edgeprune.model.load import resolve_arch
+
+    torch.save(resolve_arch(f"{tmp_path / 'models' / 'mynets.py'}:mynet")(width=16, num_classes=7).state_dict(),
+               tmp_path / "sd.pt")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    _one_line(_cli_in(sub, "compile", str(tmp_path / "sd.pt"), "--out", str(tmp_path / "out")), "the model outputs 7")
