@@ -243,6 +243,9 @@ def analyze_cmd(model, target, data, measure_on, arch, input_shape, trust_model_
     lat = a.baseline_latency
     click.echo(f"{a.model} on {a.target} ({a.where_measured}): accuracy {a.base_accuracy:.4f}, "
                f"{a.macs / 1e6:.1f} MMACs, latency {lat['median_ms']:.3f} ms (median, {lat['backend']})")
+    if a.normalisation:
+        n = a.normalisation
+        click.echo(f"input normalisation: {n['name']}, mean {n['mean']}, std {n['std']} ({n.get('source')})")
     keeps = list(a.groups[0].accuracy) if a.groups else []
     click.echo(f"\n{'group':32s} {'width':>5s}  " + "  ".join(f"keep {k:>4s}" for k in keeps) + "   (accuracy after "
                "pruning this group alone, adaptive BN)")

@@ -130,6 +130,17 @@ def test_a_run_writes_verified_artifacts_and_one_report(tiny_ckpt, profile, tmp_
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["artifacts"]["model.pt"]["verification"]["ok"] is True
     assert manifest["measurement_threads"] == 1
+    # The normalisation (a checkpoint without a record: the legacy one), where it came from and what model.onnx
+    # expects are in the report, the manifest and model.pt's meta; model.onnx takes any batch size.
+    norm = report["data"]["normalisation"]
+    assert norm["name"] == "legacy" and norm["mean"] == [0.5] * 3 and "checkpoint" in norm["source"]
+    assert manifest["model_input"]["shape"] == ["N", 3, 32, 32] and manifest["model_input"]["normalisation"] == norm
+    assert manifest["model_input"]["expects"] == report["data"]["onnx_input"] and "(x − mean)/std" in page
+    assert torch.load(out / "model.pt", weights_only=True)["meta"]["normalisation"] == norm
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"input": torch.zeros(4, 3, 32, 32).numpy()})[0].shape == (4, 10)
     # the smallest candidate was measured first (reachability), the final model last; the meter was closed
     assert set(opener.meter.measured[0].split(",")) == {"8"} and opener.meter.measured[-1] == "final"
     assert opener.meter.closed
