@@ -5,11 +5,31 @@ layers that read them, residual additions) rooted at one conv or linear layer. T
 kept width of each group, in multiples of the target's ``round_to``: torch-pruning's own rounding floors
 small groups to zero and then refuses the pruning, so the ratio → width map is not monotone
 (docs/design/STACK.md); widths are therefore chosen here and pruned by exact channel indices.
+
+Structures, and what happens to them (issue 10):
+
+- grouped convolutions and GroupNorm split a group's channels into ``parts`` equal parts; the same positions
+  are removed from every part (as Torch-Pruning's own pruner does), so ``groups`` stays consistent, and the
+  widths offered are multiples of ``parts``;
+- depthwise convolutions, concatenations, splits, residual chains and SE gating are followed by the
+  dependency graph;
+- attention: the q/k/v projections of a module with ``num_heads`` (timm, Swin…) and whole
+  ``nn.MultiheadAttention`` modules are kept whole (their outputs are reshaped into heads); the MLP hidden
+  widths around them are searched;
+- a reshape the dependency graph cannot map (a channel shuffle: Torch-Pruning divides by zero on it) is
+  left unmapped, and every group whose channels pass through it is frozen;
+- finally every group is *probed*: pruned on a copy, the copy is run; a group whose pruning fails (or
+  changes the output shape) is frozen, found by bisection, with the first line of the error as its reason.
+
+A model fails only when nothing at all can be pruned. ``Analysis.frozen`` lists every frozen group with
+its reason; the report shows them.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +49,7 @@ class PrunableGroup:
     full: int
     choices: tuple[int, ...]  # ascending kept-channel counts; the last is ``full``
     depthwise: bool = False  # the group contains a depthwise conv (channels cost differently)
+    parts: int = 1  # grouped conv / GroupNorm: channels split in this many equal parts, pruned alike
 
     def width(self, keep: float) -> int:
         """The allowed width closest to ``keep * full`` (``keep`` in [0, 1])."""
@@ -41,11 +62,13 @@ class Analysis:
     groups: tuple[PrunableGroup, ...]
     ignored: tuple[str, ...]  # output layers kept whole
     unsupported: tuple[str, ...]  # "name (Type)" of layers the pruner cannot follow; left unpruned
+    frozen: tuple[tuple[str, str], ...] = ()  # (group root name, why it is kept whole)
 
     def to_dict(self) -> dict:
-        return {"groups": [{"name": g.name, "full": g.full, "choices": list(g.choices), "depthwise": g.depthwise}
-                           for g in self.groups],
-                "ignored": list(self.ignored), "unsupported": list(self.unsupported)}
+        return {"groups": [{"name": g.name, "full": g.full, "choices": list(g.choices), "depthwise": g.depthwise,
+                            "parts": g.parts} for g in self.groups],
+                "ignored": list(self.ignored), "unsupported": list(self.unsupported),
+                "frozen": [{"name": n, "reason": r} for n, r in self.frozen]}
 
 
 def _output_layers(model: nn.Module) -> list[nn.Module]:
@@ -67,14 +90,64 @@ def unsupported_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
+_QKV_NAMES = {"qkv", "qk", "kv", "q", "k", "v", "q_proj", "k_proj", "v_proj", "qkv_proj", "in_proj", "to_qkv",
+              "query", "key", "value", "wq", "wk", "wv", "to_q", "to_k", "to_v", "to_kv"}
+
+
+def attention_layers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """(name, module, why) of the layers whose outputs are reshaped into attention heads: kept whole, since
+    pruning them would break ``num_heads × head_dim`` (Torch-Pruning needs each module's head count)."""
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.MultiheadAttention):
+            out.append((name, m, "multi-head attention (embedding width = heads × head dim)"))
+        elif hasattr(m, "num_heads"):
+            for cname, c in m.named_children():
+                if isinstance(c, (nn.Linear, nn.Conv1d, nn.Conv2d)) and cname.lower() in _QKV_NAMES:
+                    out.append((f"{name}.{cname}" if name else cname, c, "attention q/k/v projection (split into heads)"))
+    return out
+
+
+def _install_tolerant_reshape_mapping() -> None:
+    """Torch-Pruning 1.6 divides by zero mapping channel indices through a reshape whose input or output width
+    it infers as 0 (ShuffleNet's channel shuffle), when it builds the graph and again for every pruning
+    group. Leave such a reshape unmapped and record it in ``graph.unmapped``, so that the groups through it
+    are frozen instead of the whole model failing. Installed once; every other reshape is mapped as before."""
+    from torch_pruning.dependency import index_mapping
+
+    original = index_mapping.update_reshape_index_mapping
+    if getattr(original, "edgeprune_tolerant", False):
+        return
+
+    def tolerant(graph, node):
+        try:
+            return original(graph, node)
+        except ZeroDivisionError:
+            unmapped = graph.__dict__.setdefault("unmapped", [])
+            if all(n is not node for n in unmapped):
+                unmapped.append(node)
+            return None
+
+    tolerant.edgeprune_tolerant = True
+    index_mapping.update_reshape_index_mapping = tolerant
+
+
 def _dependency_graph(model: nn.Module, input_shape: tuple[int, ...]):
+    """Torch-Pruning's dependency graph; ``dg.unmapped`` holds the reshape nodes it could not map."""
     import torch_pruning as tp
 
     model.eval()
+    _install_tolerant_reshape_mapping()
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, *input_shape))
+        with warnings.catch_warnings():
+            # "Unwrapped parameters detected": Torch-Pruning guesses their channel dim; the probe checks it.
+            warnings.simplefilter("ignore")
+            dg = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, *input_shape))
     except Exception as e:  # noqa: BLE001 - Torch-Pruning raises many kinds on graphs it cannot trace
-        raise UnsupportedLayerError(f"cannot trace the model's channel dependencies: {type(e).__name__}: {e}") from None
+        first = str(e).splitlines()[0][:300] if str(e) else ""
+        raise UnsupportedLayerError(f"cannot trace the model's channel dependencies: {type(e).__name__}: {first}") from None
+    dg.__dict__.setdefault("unmapped", [])
+    return dg
 
 
 def _is_depthwise(group) -> bool:
@@ -82,70 +155,244 @@ def _is_depthwise(group) -> bool:
                and it.dep.target.module.groups == it.dep.target.module.in_channels for it in group)
 
 
-def _groups(model: nn.Module, dg, ignored: list[nn.Module]):
-    """Yield (root name, group) for every prunable group, computed lazily so pruning may happen between."""
-    for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear)):
-        root = group[0].dep.target.module
-        if not dg.is_out_channel_pruning_fn(group[0].dep.handler):
+def _parts(dg, group) -> int:
+    """Into how many equal parts grouped convolutions and GroupNorms in ``group`` split its channels (1: none).
+    Depthwise convs are not counted: their channels follow one to one."""
+    parts = 1
+    for dep, _ in group:
+        m = dep.target.module
+        if isinstance(m, nn.Conv2d) and m.groups == m.out_channels:
             continue
-        yield dg._module2name[root], group
+        pruner = dg.get_pruner_of_module(m)
+        if pruner is None:
+            continue
+        try:
+            g = pruner.get_out_channel_groups(m) if dg.is_out_channel_pruning_fn(dep.handler) else pruner.get_in_channel_groups(m)
+        except Exception:  # noqa: BLE001 - pruners of pseudo-modules (reshape, concat) have no groups
+            continue
+        if isinstance(g, int) and g > 1:
+            parts = parts * g // math.gcd(parts, g)
+    return parts
 
 
-def analyse(model: nn.Module, input_shape: tuple[int, ...], *, round_to: int = 8, min_keep: float = 0.0) -> Analysis:
+def _through_unmapped(dg, group) -> bool:
+    bad = {id(n) for n in getattr(dg, "unmapped", ())}
+    return bool(bad) and any(id(dep.source) in bad or id(dep.target) in bad for dep, _ in group)
+
+
+def _groups(model: nn.Module, dg, ignored: list[nn.Module], on_error=None, only: set[str] | None = None):
+    """Yield (root name, group) for every prunable group, computed lazily so pruning may happen between.
+
+    Torch-Pruning's ``get_all_groups``, except that a root whose group Torch-Pruning cannot build (index
+    mapping through a split or reshape it does not understand) is passed to ``on_error(name, exception)``
+    and skipped instead of ending the enumeration. ``only``: build the groups of these roots only (the
+    analysed groups, when pruning: building a group costs time, most on large graphs)."""
+    skip = {id(m) for m in list(ignored) + list(dg.IGNORED_LAYERS_IN_TRACING)}
+    visited: set[int] = set()
+    for m in list(dg.module2node.keys()):
+        if id(m) in skip or id(m) in visited or not isinstance(m, (nn.Conv2d, nn.Linear)):
+            continue
+        pruner = dg.get_pruner_of_module(m)
+        if pruner is None or pruner.get_out_channels(m) is None:
+            continue
+        name = dg._module2name.get(m, type(m).__name__)
+        if only is not None and name not in only:
+            continue
+        try:
+            group = dg.get_pruning_group(m, pruner.prune_out_channels, list(range(pruner.get_out_channels(m))))
+        except Exception as e:  # noqa: BLE001 - Torch-Pruning's index mappings raise many kinds
+            if on_error is not None:
+                on_error(name, e)
+            continue
+        prunable = True
+        for dep, _ in group:
+            if dg.is_out_channel_pruning_fn(dep.handler):
+                visited.add(id(dep.target.module))
+                prunable = prunable and id(dep.target.module) not in skip
+        if prunable and dg.is_out_channel_pruning_fn(group[0].dep.handler):
+            yield name, group
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).splitlines()[0][:200] if str(e) else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _choices(full: int, parts: int, round_to: int, min_keep: float) -> tuple[int, ...]:
+    """Allowed widths: multiples of ``parts`` (equal parts) and of ``round_to`` where ``parts`` allows it,
+    at least one unit and ``min_keep`` of ``full``, plus ``full``."""
+    step = parts * round_to // math.gcd(parts, round_to)  # the least common multiple
+    if step >= full:
+        step = parts  # round_to would leave nothing to choose: any whole number of units per part
+    lo = max(step, int(-(-min_keep * full // step)) * step)
+    return tuple(sorted({*range(lo, full, step), full}))
+
+
+def analyse(model: nn.Module, input_shape: tuple[int, ...], *, round_to: int = 8, min_keep: float = 0.0,
+            probe: bool = True) -> Analysis:
     """Find the prunable groups of ``model`` for inputs of shape C×H×W.
 
     Widths are multiples of ``round_to`` (at least one unit, at least ``min_keep`` of the group), plus the
-    full width; a group narrower than two units cannot be pruned and is left out of the search.
+    full width; a group narrower than two units cannot be pruned and is left out of the search. With
+    ``probe`` every group is test-pruned (see the module docstring) and frozen when that fails.
     """
     bad = unsupported_layers(model)
-    ignored = _output_layers(model) + [m for _, m in bad]
+    attention = attention_layers(model)
+    ignored = _output_layers(model) + [m for _, m in bad] + [m for _, m, _ in attention]
     dg = _dependency_graph(model, input_shape)
-    groups = []
-    for name, group in _groups(model, dg, ignored):
+    groups, frozen = [], [(n, why) for n, _, why in attention]
+
+    def cannot_group(name: str, e: BaseException) -> None:
+        frozen.append((name, f"Torch-Pruning cannot follow its channels ({_first_line(e)})"))
+
+    for name, group in _groups(model, dg, ignored, on_error=cannot_group):
         full = len(group[0].idxs)
-        lo = max(round_to, int(-(-min_keep * full // round_to)) * round_to)
-        choices = tuple(sorted({*range(lo, full, round_to), full}))
+        if _through_unmapped(dg, group):
+            frozen.append((name, "its channels pass through a reshape Torch-Pruning cannot map (channel shuffle)"))
+            continue
+        parts = _parts(dg, group)
+        if full % parts:
+            frozen.append((name, f"{full} channels do not split into its {parts} groups"))
+            continue
+        choices = _choices(full, parts, round_to, min_keep)
         if len(choices) > 1:
-            groups.append(PrunableGroup(name, full, choices, _is_depthwise(group)))
+            groups.append(PrunableGroup(name, full, choices, _is_depthwise(group), parts))
     names = {m: n for n, m in model.named_modules()}
-    return Analysis(tuple(groups), tuple(names[m] for m in _output_layers(model)),
-                    tuple(f"{n} ({type(m).__name__})" for n, m in bad))
+    analysis = Analysis(tuple(groups), tuple(names[m] for m in _output_layers(model)),
+                        tuple(f"{n} ({type(m).__name__})" for n, m in bad), tuple(frozen))
+    if probe and groups:
+        analysis = _probe(model, input_shape, analysis)
+    return analysis
+
+
+def _half(g: PrunableGroup) -> int:
+    w = g.width(0.5)
+    return w if w < g.full else g.choices[-2]
+
+
+def _smallest(g: PrunableGroup) -> int:
+    return g.choices[0]
+
+
+# The probe prunes to about half, then to the smallest width the space allows: a failure that depends on
+# the width (a head count that must divide it) shows at one or the other more often than at neither.
+_PROBE_WIDTHS = (_half, _smallest)
+
+
+def _try_prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis, which: list[int],
+               expected: tuple[int, ...], width=_half) -> str | None:
+    """Prune only groups ``which`` (to ``width(group)``) on a copy and run it: None when that works, else why
+    not."""
+    widths = tuple(width(g) if i in which else g.full for i, g in enumerate(analysis.groups))
+    try:
+        pruned, _ = prune(model, input_shape, analysis, widths)
+        with torch.no_grad():
+            out = pruned(torch.zeros(1, *input_shape))
+    except Exception as e:  # noqa: BLE001 - any failure freezes the groups that caused it
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        return f"pruning it breaks the model ({type(e).__name__}: {first})"
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+    if shape != expected:
+        return f"pruning it changes the output shape ({expected} to {shape})"
+    return None
+
+
+def _probe(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis) -> Analysis:
+    """Freeze the groups whose pruning fails: all groups are tried together, then halves (bisection) where
+    that fails. Groups that fail only together with others are frozen together."""
+    with torch.no_grad():
+        expected = tuple(model.eval()(torch.zeros(1, *input_shape)).shape)
+    reasons: dict[int, str] = {}
+
+    def bad_in(ids: list[int], width) -> None:
+        why = _try_prune(model, input_shape, analysis, ids, expected, width)
+        if why is None:
+            return
+        if len(ids) == 1:
+            reasons[ids[0]] = why
+            return
+        before = len(reasons)
+        half = len(ids) // 2
+        bad_in(ids[:half], width)
+        bad_in(ids[half:], width)
+        if len(reasons) == before:  # each half works alone, not together
+            reasons.update({i: why for i in ids})
+
+    for width in _PROBE_WIDTHS:
+        for _ in range(3):  # groups that fail only beside others show up in another pass
+            remaining = [i for i in range(len(analysis.groups)) if i not in reasons]
+            if not remaining:
+                break
+            found = len(reasons)
+            bad_in(remaining, width)
+            if len(reasons) == found:
+                break
+    if not reasons:
+        return analysis
+    groups = tuple(g for i, g in enumerate(analysis.groups) if i not in reasons)
+    frozen = analysis.frozen + tuple((analysis.groups[i].name, reasons[i]) for i in sorted(reasons))
+    return Analysis(groups, analysis.ignored, analysis.unsupported, frozen)
 
 
 def _ignored_modules(model: nn.Module, analysis: Analysis) -> list[nn.Module]:
     """The modules of ``model`` (a copy of the analysed one) that the analysis kept whole."""
     names = set(analysis.ignored) | {u.split(" ")[0] for u in analysis.unsupported}
-    return [m for n, m in model.named_modules() if n in names]
+    out = [m for n, m in model.named_modules() if n in names]
+    return out + [m for _, m, _ in attention_layers(model)]
+
+
+def _drop_indices(scores: torch.Tensor, n_drop: int, parts: int) -> list[int]:
+    """The ``n_drop`` lowest-scoring channels; with ``parts`` > 1 the same positions in every part, ranked by
+    the mean score over the parts (``n_drop`` is a multiple of ``parts``)."""
+    if parts == 1:
+        return torch.argsort(scores)[:n_drop].tolist()
+    size = len(scores) // parts
+    pos = torch.argsort(scores.reshape(parts, size).mean(0))[: n_drop // parts]
+    return sorted(int(p) + k * size for k in range(parts) for p in pos.tolist())
 
 
 def prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis,
           widths: tuple[int, ...]) -> tuple[nn.Module, list]:
     """Return a pruned deep copy of ``model`` with group ``i`` cut to ``widths[i]`` output channels, keeping
-    the channels of largest group L1 magnitude, and the pruning history that replays it on a fresh model."""
+    the channels of largest group L1 magnitude, and the pruning history that replays it on a fresh model.
+
+    Raises ``UnsupportedLayerError`` (one line naming the group) when Torch-Pruning refuses or fails."""
     import torch_pruning as tp
 
     if len(widths) != len(analysis.groups):
         raise ValueError(f"{len(widths)} widths for {len(analysis.groups)} groups")
     want = {g.name: w for g, w in zip(analysis.groups, widths)}
-    pruned = copy.deepcopy(model).eval()
+    parts = {g.name: g.parts for g in analysis.groups}
+    try:
+        pruned = copy.deepcopy(model).eval()
+    except Exception as e:  # noqa: BLE001 - e.g. parameters that are not graph leaves (timm LeViT)
+        raise UnsupportedLayerError(f"the model cannot be copied for pruning ({type(e).__name__}: "
+                                    f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
     ignored = _ignored_modules(pruned, analysis)
     dg = _dependency_graph(pruned, input_shape)
     importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
-    for name, group in _groups(pruned, dg, ignored):
-        if name not in want:
-            continue
+    for name, group in _groups(pruned, dg, ignored, only=set(want)):
         full = len(group[0].idxs)
         n_prune = full - want[name]
         if n_prune <= 0:
             continue
-        with torch.no_grad():
-            scores = importance(group)
-        idxs = torch.argsort(scores)[:n_prune].tolist()
-        root = group[0].dep.target.module
-        sub = dg.get_pruning_group(root, group[0].dep.handler, sorted(idxs))
-        if not dg.check_pruning_group(sub):
-            raise UnsupportedLayerError(f"Torch-Pruning refused to prune group {name} to {want[name]} channels")
-        sub.prune()
+        try:
+            with torch.no_grad():
+                scores = importance(group)
+            if scores is None or len(scores) != full:
+                raise ValueError(f"importance has {None if scores is None else len(scores)} scores for {full} channels")
+            idxs = _drop_indices(scores, n_prune, parts.get(name, 1))
+            root = group[0].dep.target.module
+            sub = dg.get_pruning_group(root, group[0].dep.handler, idxs)
+            if not dg.check_pruning_group(sub):
+                raise UnsupportedLayerError(f"Torch-Pruning refused to prune group {name} to {want[name]} channels")
+            sub.prune()
+        except UnsupportedLayerError:
+            raise
+        except Exception as e:  # noqa: BLE001 - surgery failures become one line naming the group
+            first = str(e).splitlines()[0][:200] if str(e) else ""
+            raise UnsupportedLayerError(f"pruning group {name} to {want[name]} channels failed "
+                                        f"({type(e).__name__}: {first})") from None
     history = [[str(n), bool(out), [int(i) for i in idxs]] for n, out, idxs in dg.pruning_history()]
     return pruned, history
 
@@ -159,7 +406,7 @@ def group_importances(model: nn.Module, input_shape: tuple[int, ...], analysis: 
     ignored = _ignored_modules(work, analysis)
     importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
     scores = {}
-    for name, group in _groups(work, _dependency_graph(work, input_shape), ignored):
+    for name, group in _groups(work, _dependency_graph(work, input_shape), ignored, only={g.name for g in analysis.groups}):
         with torch.no_grad():  # only around scoring: the graph is traced lazily with autograd
             scores[name] = importance(group).detach().cpu().numpy()
     return [scores[g.name] for g in analysis.groups]

@@ -343,6 +343,21 @@ def _channels_table(report: dict) -> str:
             + _table(["layer", "baseline", "final"], rows, numeric=(1, 2)) + "</details>")
 
 
+def _kept_whole_table(report: dict) -> str:
+    """What the search left whole and why: output layers, layers the pruner cannot follow, frozen groups."""
+    groups = _get(report, "search", "groups")
+    if not isinstance(groups, dict):
+        return ""
+    rows = [[_e(n), "output layer: its width is the number of classes"] for n in groups.get("ignored") or []]
+    rows += [[_e(u), "a layer the pruner cannot follow"] for u in groups.get("unsupported") or []]
+    rows += [[_e(f.get("name")), _e(f.get("reason"))] for f in groups.get("frozen") or [] if isinstance(f, dict)]
+    if not rows:
+        return ""
+    searched = len(groups.get("groups") or [])
+    return (f"<details><summary>Kept whole: {len(rows)} (searched: {searched} groups)</summary>"
+            + _table(["layer or group", "why"], rows) + "</details>")
+
+
 def render_html(report: dict) -> str:
     """The page for ``report`` (the dict in report.json or report.failed.json), as one string."""
     if not isinstance(report, dict):
@@ -374,6 +389,7 @@ def render_html(report: dict) -> str:
                          "stream, a depthwise pair) keep the same number." if found and found[0] == "group" else ""),
                       "No final model in this report: no channel counts after pruning.", "img-channels"))
     parts.append(_channels_table(report))
+    parts.append(_kept_whole_table(report))
     parts += [_layers_section(report), _int8_section(report), _deploy_section(report), _confirmations_section(report), _gates_section(report),
               _warnings_section(report), _candidates_section(report),
               f"<footer>Written by edgeprune from the run's report on {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}. "

@@ -32,8 +32,14 @@ def analyse_model(inputs: Inputs, rep) -> Analysed:
     analysis = analyse(model, shape, round_to=inputs.profile.round_to)
     if analysis.unsupported:
         rep.warn(f"left unpruned (unsupported layers): {', '.join(analysis.unsupported)}")
+    if analysis.frozen:
+        shown = "; ".join(f"{n}: {why}" for n, why in analysis.frozen[:3])
+        more = f" (and {len(analysis.frozen) - 3} more; all in report.json, analysis.frozen)" if len(analysis.frozen) > 3 else ""
+        rep.warn(f"{len(analysis.frozen)} channel groups kept whole: {shown}{more}")
     if not analysis.groups:
-        raise InfeasibleTargetError("the model has no prunable channel groups")
+        why = "; ".join(f"{n}: {r}" for n, r in analysis.frozen[:5])
+        raise InfeasibleTargetError("nothing in the model can be pruned: no channel group can be pruned safely"
+                                    + (f" ({why})" if why else " (every conv/linear is an output layer or too narrow)"))
     rep.info(f"{len(analysis.groups)} prunable groups; output layers kept whole: {', '.join(analysis.ignored)}")
     macs, params = count_macs_params(model, shape)
     features = group_features(model, shape, analysis)

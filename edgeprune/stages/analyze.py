@@ -101,6 +101,7 @@ def analyze(cfg: CompileConfig, *, keeps=KEEPS, val_samples: int = 500, rep: Rep
     frozen = {name: "output layer: its width is the number of classes" for name in analysed.analysis.ignored}
     frozen.update({u.split(" ")[0]: f"a layer the pruner cannot follow ({u.split(' ', 1)[1].strip('()')})"
                    for u in analysed.analysis.unsupported})
+    frozen.update(dict(analysed.analysis.frozen))
     return ModelAnalysis(
         model=str(cfg.model), target=inputs.profile.name, where_measured=inputs.plan.where, input_shape=shape,
         base_accuracy=base_acc, macs=analysed.macs, params=analysed.params, groups=tuple(groups), frozen=frozen,
