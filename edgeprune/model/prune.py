@@ -288,6 +288,8 @@ def _try_prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysi
         pruned, _ = prune(model, input_shape, analysis, widths)
         with torch.no_grad():
             out = pruned(torch.zeros(1, *input_shape))
+    except ModelCopyError:
+        raise  # no group is to blame: nothing can be pruned
     except Exception as e:  # noqa: BLE001 - any failure freezes the groups that caused it
         first = str(e).splitlines()[0][:200] if str(e) else ""
         return f"pruning it breaks the model ({type(e).__name__}: {first})"
@@ -341,6 +343,31 @@ def _ignored_modules(model: nn.Module, analysis: Analysis) -> list[nn.Module]:
     return out + [m for _, m, _ in attention_layers(model)]
 
 
+class ModelCopyError(UnsupportedLayerError):
+    """The model cannot be deep-copied, so no candidate can be built from it."""
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in eval mode.
+
+    Some models cache tensors computed from their parameters in eval mode (timm's LeViT and EfficientFormer
+    keep attention biases per device); those are not graph leaves and cannot be deep-copied. Their
+    ``train()`` drops the cache, so on failure the model is switched to training mode and back (its mode is
+    restored) and copied again."""
+    try:
+        return copy.deepcopy(model).eval()
+    except Exception:  # noqa: BLE001 - deepcopy raises RuntimeError, TypeError… for such tensors
+        pass
+    was_training = model.training
+    model.train()
+    model.train(was_training)
+    try:
+        return copy.deepcopy(model).eval()
+    except Exception as e:  # noqa: BLE001
+        raise ModelCopyError(f"the model cannot be copied for pruning ({_first_line(e)}): it holds tensors that "
+                             "are not parameters or buffers (a cache?) and do not support deepcopy") from None
+
+
 def _drop_indices(scores: torch.Tensor, n_drop: int, parts: int) -> list[int]:
     """The ``n_drop`` lowest-scoring channels; with ``parts`` > 1 the same positions in every part, ranked by
     the mean score over the parts (``n_drop`` is a multiple of ``parts``)."""
@@ -363,11 +390,7 @@ def prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis,
         raise ValueError(f"{len(widths)} widths for {len(analysis.groups)} groups")
     want = {g.name: w for g, w in zip(analysis.groups, widths)}
     parts = {g.name: g.parts for g in analysis.groups}
-    try:
-        pruned = copy.deepcopy(model).eval()
-    except Exception as e:  # noqa: BLE001 - e.g. parameters that are not graph leaves (timm LeViT)
-        raise UnsupportedLayerError(f"the model cannot be copied for pruning ({type(e).__name__}: "
-                                    f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    pruned = copy_model(model)
     ignored = _ignored_modules(pruned, analysis)
     dg = _dependency_graph(pruned, input_shape)
     importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
@@ -402,7 +425,7 @@ def group_importances(model: nn.Module, input_shape: tuple[int, ...], analysis: 
     the same scores ``prune`` ranks channels by."""
     import torch_pruning as tp
 
-    work = copy.deepcopy(model).eval()
+    work = copy_model(model)
     ignored = _ignored_modules(work, analysis)
     importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
     scores = {}

@@ -266,3 +266,42 @@ def test_surgery_failure_is_one_line_naming_the_group():
     pruned, _ = prune(model, SHAPE, a, widths)  # the surgery itself succeeds; running it is what breaks
     with pytest.raises(RuntimeError):
         _run(pruned)
+
+
+class CachingNet(nn.Module):
+    """timm's LeViT/EfficientFormer: in eval mode a tensor computed from a parameter is cached (not a graph
+    leaf, so ``copy.deepcopy`` refuses it); ``train()`` drops the cache."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.bias = nn.Parameter(torch.zeros(1))
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 10)
+        self.cache = {}
+
+    def train(self, mode=True):
+        super().train(mode)
+        if mode:
+            self.cache = {}
+        return self
+
+    def forward(self, x):
+        if not self.training:
+            self.cache.setdefault("b", self.bias * 2)
+        b = self.cache["b"] if not self.training else self.bias * 2
+        return self.fc(self.c2(torch.relu(self.c1(x) + b)).mean((2, 3)))
+
+
+def test_a_model_with_an_eval_cache_is_copied_after_dropping_it():
+    import copy
+
+    model = CachingNet().eval()
+    model(torch.randn(1, *SHAPE))  # with autograd on: caches a non-leaf tensor
+    with pytest.raises(RuntimeError):
+        copy.deepcopy(model)
+    a = analyse(model, SHAPE, round_to=8)
+    assert {"c1", "c2"} <= {g.name for g in a.groups}
+    pruned, _ = prune(model, SHAPE, a, _smallest(a))
+    assert _run(pruned).shape == (2, 10)
+    assert not model.training  # its mode is restored
