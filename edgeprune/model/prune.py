@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -49,7 +50,8 @@ class PrunableGroup:
     full: int
     choices: tuple[int, ...]  # ascending kept-channel counts; the last is ``full``
     depthwise: bool = False  # the group contains a depthwise conv (channels cost differently)
-    parts: int = 1  # grouped conv / GroupNorm: channels split in this many equal parts, pruned alike
+    parts: int = 1  # grouped conv / GroupNorm / attention heads: channels in this many equal parts, pruned alike
+    heads: bool = False  # a fused q/k/v projection: ``full`` is the width of each of q, k and v (head dim × heads)
 
     def width(self, keep: float) -> int:
         """The allowed width closest to ``keep * full`` (``keep`` in [0, 1])."""
@@ -66,7 +68,7 @@ class Analysis:
 
     def to_dict(self) -> dict:
         return {"groups": [{"name": g.name, "full": g.full, "choices": list(g.choices), "depthwise": g.depthwise,
-                            "parts": g.parts} for g in self.groups],
+                            "parts": g.parts, "heads": g.heads} for g in self.groups],
                 "ignored": list(self.ignored), "unsupported": list(self.unsupported),
                 "frozen": [{"name": n, "reason": r} for n, r in self.frozen]}
 
@@ -94,16 +96,53 @@ _QKV_NAMES = {"qkv", "qk", "kv", "q", "k", "v", "q_proj", "k_proj", "v_proj", "q
               "query", "key", "value", "wq", "wk", "wv", "to_q", "to_k", "to_v", "to_kv"}
 
 
+def fused_qkv(model: nn.Module) -> dict[nn.Module, nn.Module]:
+    """{qkv Linear: its attention module} for attention modules with ``num_heads`` and one fused ``qkv``
+    projection (timm's ViT/DeiT/Swin blocks…). Their head dimension is searched: the same positions are
+    removed from q, k and v of every head (Torch-Pruning couples the three through the unbind), and
+    ``sync_attention`` updates ``head_dim``/``attn_dim`` afterwards."""
+    out = {}
+    for m in model.modules():
+        qkv = getattr(m, "qkv", None)
+        heads = getattr(m, "num_heads", None)
+        if (isinstance(qkv, nn.Linear) and isinstance(heads, int) and heads > 0
+                and qkv.out_features % (3 * heads) == 0):
+            out[qkv] = m
+    return out
+
+
+def sync_attention(model: nn.Module) -> nn.Module:
+    """After pruning (or replaying a pruning history): set ``head_dim`` and ``attn_dim`` of fused-qkv attention
+    modules from their pruned ``qkv`` (timm reshapes with them), and torchvision ViT's ``hidden_dim`` from its
+    patch projection. In place; returns ``model``."""
+    for m in model.modules():
+        # torchvision's VisionTransformer reshapes patches with a width stored at build time.
+        conv = getattr(m, "conv_proj", None)
+        if isinstance(conv, nn.Conv2d) and isinstance(getattr(m, "hidden_dim", None), int):
+            m.hidden_dim = conv.out_channels
+    for qkv, m in fused_qkv(model).items():
+        head_dim = qkv.out_features // (3 * m.num_heads)
+        if isinstance(getattr(m, "head_dim", None), int):
+            m.head_dim = head_dim
+        if isinstance(getattr(m, "attn_dim", None), int):
+            m.attn_dim = head_dim * m.num_heads
+    return model
+
+
 def attention_layers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
-    """(name, module, why) of the layers whose outputs are reshaped into attention heads: kept whole, since
-    pruning them would break ``num_heads × head_dim`` (Torch-Pruning needs each module's head count)."""
+    """(name, module, why) of the layers whose outputs are reshaped into attention heads in a way edgeprune
+    does not search (separate q/k/v projections): kept whole, since pruning them would break
+    ``num_heads × head_dim``. Fused qkv projections are searched instead (``fused_qkv``), and an
+    ``nn.MultiheadAttention``'s embedding width with the same positions removed from every head."""
+    fused = fused_qkv(model)
     out = []
     for name, m in model.named_modules():
         if isinstance(m, nn.MultiheadAttention):
-            out.append((name, m, "multi-head attention (embedding width = heads × head dim)"))
-        elif hasattr(m, "num_heads"):
+            continue  # Torch-Pruning cuts its embedding width; _parts keeps it a multiple of num_heads
+        if hasattr(m, "num_heads"):
             for cname, c in m.named_children():
-                if isinstance(c, (nn.Linear, nn.Conv1d, nn.Conv2d)) and cname.lower() in _QKV_NAMES:
+                if (isinstance(c, (nn.Linear, nn.Conv1d, nn.Conv2d)) and cname.lower() in _QKV_NAMES
+                        and c not in fused):
                     out.append((f"{name}.{cname}" if name else cname, c, "attention q/k/v projection (split into heads)"))
     return out
 
@@ -162,6 +201,9 @@ def _parts(dg, group) -> int:
     for dep, _ in group:
         m = dep.target.module
         if isinstance(m, nn.Conv2d) and m.groups == m.out_channels:
+            continue
+        if isinstance(m, nn.MultiheadAttention):  # heads keep equal widths: the same positions from each
+            parts = parts * m.num_heads // math.gcd(parts, m.num_heads)
             continue
         pruner = dg.get_pruner_of_module(m)
         if pruner is None:
@@ -229,12 +271,13 @@ def _choices(full: int, parts: int, round_to: int, min_keep: float) -> tuple[int
 
 
 def analyse(model: nn.Module, input_shape: tuple[int, ...], *, round_to: int = 8, min_keep: float = 0.0,
-            probe: bool = True) -> Analysis:
+            probe: bool = True, probe_budget_s: float = 60.0) -> Analysis:
     """Find the prunable groups of ``model`` for inputs of shape C×H×W.
 
     Widths are multiples of ``round_to`` (at least one unit, at least ``min_keep`` of the group), plus the
     full width; a group narrower than two units cannot be pruned and is left out of the search. With
-    ``probe`` every group is test-pruned (see the module docstring) and frozen when that fails.
+    ``probe`` every group is test-pruned (see the module docstring) and frozen when that fails; once the
+    probe has run ``probe_budget_s`` seconds, a failing set of groups is frozen whole instead of bisected.
     """
     bad = unsupported_layers(model)
     attention = attention_layers(model)
@@ -245,8 +288,16 @@ def analyse(model: nn.Module, input_shape: tuple[int, ...], *, round_to: int = 8
     def cannot_group(name: str, e: BaseException) -> None:
         frozen.append((name, f"Torch-Pruning cannot follow its channels ({_first_line(e)})"))
 
+    fused = fused_qkv(model)
     for name, group in _groups(model, dg, ignored, on_error=cannot_group):
         full = len(group[0].idxs)
+        root = group[0].dep.target.module
+        if root in fused:
+            full, heads = root.out_features // 3, fused[root].num_heads
+            choices = _choices(full, heads, round_to, min_keep)
+            if len(choices) > 1:
+                groups.append(PrunableGroup(name, full, choices, False, heads, heads=True))
+            continue
         if _through_unmapped(dg, group):
             frozen.append((name, "its channels pass through a reshape Torch-Pruning cannot map (channel shuffle)"))
             continue
@@ -261,7 +312,7 @@ def analyse(model: nn.Module, input_shape: tuple[int, ...], *, round_to: int = 8
     analysis = Analysis(tuple(groups), tuple(names[m] for m in _output_layers(model)),
                         tuple(f"{n} ({type(m).__name__})" for n, m in bad), tuple(frozen))
     if probe and groups:
-        analysis = _probe(model, input_shape, analysis)
+        analysis = _probe(model, input_shape, analysis, probe_budget_s)
     return analysis
 
 
@@ -274,9 +325,12 @@ def _smallest(g: PrunableGroup) -> int:
     return g.choices[0]
 
 
-# The probe prunes to about half, then to the smallest width the space allows: a failure that depends on
-# the width (a head count that must divide it) shows at one or the other more often than at neither.
-_PROBE_WIDTHS = (_half, _smallest)
+# The probe prunes every group to about half, then to the smallest width the space allows, then every other
+# group to about half (groups pruned alike can hide a failure: a reshape that holds while two widths shrink
+# together). A failure that depends on the width or on another group shows in one of these more often than in
+# none; the probe is a screen, not a proof, and a candidate whose surgery still fails is one clear error.
+_PROBE_WIDTHS = (("half", _half, 0, 1), ("smallest", _smallest, 0, 1), ("half, even groups", _half, 0, 2),
+                 ("half, odd groups", _half, 1, 2))
 
 
 def _try_prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis, which: list[int],
@@ -299,12 +353,14 @@ def _try_prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysi
     return None
 
 
-def _probe(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis) -> Analysis:
+def _probe(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis, budget_s: float = 60.0) -> Analysis:
     """Freeze the groups whose pruning fails: all groups are tried together, then halves (bisection) where
     that fails. Groups that fail only together with others are frozen together."""
     with torch.no_grad():
         expected = tuple(model.eval()(torch.zeros(1, *input_shape)).shape)
     reasons: dict[int, str] = {}
+
+    deadline = time.monotonic() + budget_s
 
     def bad_in(ids: list[int], width) -> None:
         why = _try_prune(model, input_shape, analysis, ids, expected, width)
@@ -313,16 +369,24 @@ def _probe(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis) -
         if len(ids) == 1:
             reasons[ids[0]] = why
             return
+        if time.monotonic() > deadline:  # large graphs: each try costs seconds; stop isolating
+            reasons.update({i: f"{why}; frozen with {len(ids) - 1} other groups (the probe's "
+                               f"{budget_s:.0f} s ran out before the failure was isolated)" for i in ids})
+            return
         before = len(reasons)
-        half = len(ids) // 2
-        bad_in(ids[:half], width)
-        bad_in(ids[half:], width)
-        if len(reasons) == before:  # each half works alone, not together
+        if len(ids) <= 3:  # cheaper one by one than halving
+            for i in ids:
+                bad_in([i], width)
+        else:
+            half = len(ids) // 2
+            bad_in(ids[:half], width)
+            bad_in(ids[half:], width)
+        if len(reasons) == before:  # each part works alone, not together
             reasons.update({i: why for i in ids})
 
-    for width in _PROBE_WIDTHS:
+    for _, width, first, step in _PROBE_WIDTHS:
         for _ in range(3):  # groups that fail only beside others show up in another pass
-            remaining = [i for i in range(len(analysis.groups)) if i not in reasons]
+            remaining = [i for i in range(first, len(analysis.groups), step) if i not in reasons]
             if not remaining:
                 break
             found = len(reasons)
@@ -390,20 +454,24 @@ def prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis,
         raise ValueError(f"{len(widths)} widths for {len(analysis.groups)} groups")
     want = {g.name: w for g, w in zip(analysis.groups, widths)}
     parts = {g.name: g.parts for g in analysis.groups}
+    heads = {g.name for g in analysis.groups if g.heads}
     pruned = copy_model(model)
     ignored = _ignored_modules(pruned, analysis)
     dg = _dependency_graph(pruned, input_shape)
     importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
     for name, group in _groups(pruned, dg, ignored, only=set(want)):
-        full = len(group[0].idxs)
+        full = len(group[0].idxs) // (3 if name in heads else 1)
         n_prune = full - want[name]
         if n_prune <= 0:
             continue
         try:
             with torch.no_grad():
                 scores = importance(group)
+            if name in heads and scores is not None and len(scores) == 3 * full:
+                scores = scores.reshape(3, full).sum(0)  # q, k and v lose the same positions: rank them together
             if scores is None or len(scores) != full:
                 raise ValueError(f"importance has {None if scores is None else len(scores)} scores for {full} channels")
+            # For a fused qkv the indices are q's; Torch-Pruning adds k's and v's (and proj's inputs).
             idxs = _drop_indices(scores, n_prune, parts.get(name, 1))
             root = group[0].dep.target.module
             sub = dg.get_pruning_group(root, group[0].dep.handler, idxs)
@@ -416,6 +484,7 @@ def prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis,
             first = str(e).splitlines()[0][:200] if str(e) else ""
             raise UnsupportedLayerError(f"pruning group {name} to {want[name]} channels failed "
                                         f"({type(e).__name__}: {first})") from None
+    sync_attention(pruned)
     history = [[str(n), bool(out), [int(i) for i in idxs]] for n, out, idxs in dg.pruning_history()]
     return pruned, history
 
@@ -429,9 +498,11 @@ def group_importances(model: nn.Module, input_shape: tuple[int, ...], analysis: 
     ignored = _ignored_modules(work, analysis)
     importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
     scores = {}
+    heads = {g.name: g.full for g in analysis.groups if g.heads}
     for name, group in _groups(work, _dependency_graph(work, input_shape), ignored, only={g.name for g in analysis.groups}):
         with torch.no_grad():  # only around scoring: the graph is traced lazily with autograd
-            scores[name] = importance(group).detach().cpu().numpy()
+            sc = importance(group).detach().cpu()
+        scores[name] = (sc.reshape(3, heads[name]).sum(0) if name in heads else sc).numpy()
     return [scores[g.name] for g in analysis.groups]
 
 
@@ -442,7 +513,7 @@ def replay_history(model: nn.Module, history: list, input_shape: tuple[int, ...]
         dg.load_pruning_history([[n, bool(o), list(i)] for n, o, i in history])
     except Exception as e:  # noqa: BLE001
         raise UnsupportedLayerError(f"cannot replay the pruning history on this architecture: {e}") from None
-    return model
+    return sync_attention(model)
 
 
 def channel_counts(model: nn.Module) -> dict[str, int]:

@@ -123,27 +123,29 @@ def test_channel_shuffle_freezes_the_groups_through_it_and_prunes_the_branches()
 
 
 class HeadsAttention(nn.Module):
-    """timm-style attention: one qkv projection reshaped into ``num_heads`` heads."""
+    """timm-style attention: one fused qkv projection reshaped into ``num_heads`` heads of ``head_dim``."""
 
-    def __init__(self, dim=32, num_heads=4):
+    def __init__(self, dim=32, num_heads=4, fixed=False):
         super().__init__()
-        self.num_heads = num_heads
+        self.num_heads, self.head_dim, self.attn_dim = num_heads, dim // num_heads, dim
+        self.fixed = fixed  # reshape with widths stored at build time, as some models do: pruning cannot work
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x):
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        b, n, _ = x.shape
+        hd = self.fixed // self.num_heads if self.fixed else self.head_dim
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
         x = (q @ k.transpose(-2, -1) * 0.25).softmax(-1) @ v
-        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+        return self.proj(x.transpose(1, 2).reshape(b, n, self.fixed or self.attn_dim))
 
 
 class TinyViT(nn.Module):
-    def __init__(self, dim=32, mha=False):
+    def __init__(self, dim=32, mha=False, fixed=False):
         super().__init__()
         self.patch = nn.Conv2d(3, dim, 4, stride=4)
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, 4, batch_first=True) if mha else HeadsAttention(dim)
+        self.attn = nn.MultiheadAttention(dim, 4, batch_first=True) if mha else HeadsAttention(dim, fixed=fixed and dim)
         self.mha = mha
         self.norm2 = nn.LayerNorm(dim)
         self.fc1 = nn.Linear(dim, 64)
@@ -158,12 +160,59 @@ class TinyViT(nn.Module):
         return self.head(x.mean(1))
 
 
-@pytest.mark.parametrize("mha", [False, True], ids=["qkv-heads", "nn.MultiheadAttention"])
-def test_attention_projections_are_kept_whole_and_the_mlp_is_searched(mha):
-    model = TinyViT(mha=mha)
+def test_fused_qkv_heads_lose_the_same_positions_in_q_k_v_of_every_head():
+    model = TinyViT()
+    a = analyse(model, SHAPE, round_to=8)
+    g = next(g for g in a.groups if g.name == "attn.qkv")
+    assert g.heads and g.parts == 4 and g.full == 32 and g.choices == (8, 16, 24, 32)
+    idx = [x.name for x in a.groups].index("attn.qkv")
+    widths = tuple(16 if i == idx else x.full for i, x in enumerate(a.groups))
+    pruned, history = prune(model, SHAPE, a, widths)
+    assert pruned.attn.qkv.out_features == 48 and pruned.attn.proj.in_features == 16
+    assert pruned.attn.head_dim == 4 and pruned.attn.attn_dim == 16
+    # Exactness: zeroing the removed q/k/v rows in the original gives the pruned model's outputs (q·k loses
+    # only zero terms, v's removed dims only fed proj's removed inputs).
+    kept = pruned.attn.qkv.weight[:16]
+    full_q = model.attn.qkv.weight[:32]
+    keep = [next(j for j in range(32) if torch.equal(full_q[j], kept[i])) for i in range(16)]
+    assert sorted({j % 8 for j in keep}) == sorted({keep[0] % 8, *[j % 8 for j in keep]})  # the same in each head
+    assert len({j % 8 for j in keep}) == 4  # 4 of 8 positions kept per head, in all 4 heads
+    masked = __import__("copy").deepcopy(model)
+    drop = [j for j in range(32) if j not in keep]
+    with torch.no_grad():
+        for part in range(3):
+            rows = [part * 32 + j for j in drop]
+            masked.attn.qkv.weight[rows] = 0
+            masked.attn.qkv.bias[rows] = 0
+    x = torch.randn(2, *SHAPE)
+    with torch.no_grad():
+        assert torch.allclose(masked.eval()(x), pruned(x), atol=1e-5)
+    # model.pt's rebuild: the history replayed on a fresh model, then head_dim synced again.
+    from edgeprune.model.prune import replay_history
+
+    fresh = replay_history(TinyViT(), history, SHAPE)
+    fresh.load_state_dict(pruned.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(fresh.eval()(x), pruned(x), atol=1e-6)
+
+
+def test_multihead_attention_embedding_width_stays_a_multiple_of_heads():
+    model = TinyViT(mha=True)
+    a = analyse(model, SHAPE, round_to=8)
+    embed = next(g for g in a.groups if g.name == "fc2")  # the residual stream: patch conv, LayerNorms, MHA, fc2
+    assert embed.parts == 4
+    pruned, _ = prune(model, SHAPE, a, _smallest(a))
+    assert pruned.attn.embed_dim == 8 and pruned.attn.embed_dim % pruned.attn.num_heads == 0
+    assert _run(pruned).shape == (2, 10)
+
+
+@pytest.mark.parametrize("kind", ["fixed-reshape"])
+def test_attention_that_cannot_lose_head_dims_is_kept_whole_and_the_mlp_is_searched(kind):
+    model = TinyViT(fixed=kind == "fixed-reshape")
     a = analyse(model, SHAPE, round_to=8)
     frozen = dict(a.frozen)
-    assert any("attention" in why for why in frozen.values()), frozen
+    assert "attn.qkv" not in {g.name for g in a.groups}
+    assert any("attention" in why or "breaks" in why for why in frozen.values()), frozen
     assert "fc1" in [g.name for g in a.groups]
     pruned, _ = prune(model, SHAPE, a, _smallest(a))
     assert channel_counts(pruned)["fc1"] == 8
