@@ -296,7 +296,12 @@ def analyse(model: nn.Module, input_shape: tuple[int, ...], *, round_to: int = 8
             full, heads = root.out_features // 3, fused[root].num_heads
             choices = _choices(full, heads, round_to, min_keep)
             if len(choices) > 1:
-                groups.append(PrunableGroup(name, full, choices, False, heads, heads=True))
+                g = PrunableGroup(name, full, choices, False, heads, heads=True)
+                why = _refused(dg, group, g)
+                if why:
+                    frozen.append((name, why))
+                else:
+                    groups.append(g)
             continue
         if _through_unmapped(dg, group):
             frozen.append((name, "its channels pass through a reshape Torch-Pruning cannot map (channel shuffle)"))
@@ -307,13 +312,32 @@ def analyse(model: nn.Module, input_shape: tuple[int, ...], *, round_to: int = 8
             continue
         choices = _choices(full, parts, round_to, min_keep)
         if len(choices) > 1:
-            groups.append(PrunableGroup(name, full, choices, _is_depthwise(group), parts))
+            g = PrunableGroup(name, full, choices, _is_depthwise(group), parts)
+            why = _refused(dg, group, g)
+            if why:
+                frozen.append((name, why))
+            else:
+                groups.append(g)
     names = {m: n for n, m in model.named_modules()}
     analysis = Analysis(tuple(groups), tuple(names[m] for m in _output_layers(model)),
                         tuple(f"{n} ({type(m).__name__})" for n, m in bad), tuple(frozen))
     if probe and groups:
         analysis = _probe(model, input_shape, analysis, probe_budget_s)
     return analysis
+
+
+def _refused(dg, group, g: PrunableGroup) -> str | None:
+    """Why Torch-Pruning would refuse to cut ``g`` to its smallest width (None: it would not). A check on the
+    analysis graph, without copying or pruning the model: the cheap part of the probe."""
+    n_drop = g.full - g.choices[0]
+    drop = [p + k * (g.full // g.parts) for k in range(g.parts) for p in range(n_drop // g.parts)]
+    try:
+        sub = dg.get_pruning_group(group[0].dep.target.module, group[0].dep.handler, drop)
+        if dg.check_pruning_group(sub):
+            return None
+        return "Torch-Pruning refuses to prune it (a coupled layer would lose all its channels)"
+    except Exception as e:  # noqa: BLE001
+        return f"Torch-Pruning cannot prune it ({_first_line(e)})"
 
 
 def _half(g: PrunableGroup) -> int:
