@@ -58,17 +58,22 @@ def test_a_trained_torchvision_resnet18_state_dict_compiles_to_07x_and_verifies(
     sd = tmp_path / "sd.pt"
     torch.save(model.state_dict(), sd)
 
-    # As a user runs it. The target is 0.7× the baseline, measured interleaved with it on this machine.
+    # As a user runs it. The target is 0.7× the baseline, measured interleaved with it on this machine. The
+    # profile is `host` measured and deployed with ONNX Runtime only: with `auto`, untuned TVM times ResNet-18 at
+    # ~300 ms per run here, minutes of CI for nothing this test checks (TVM has its own tests).
+    profile = tmp_path / "host-ort.toml"
+    host = (ROOT / "edgeprune" / "targets" / "profiles" / "host.toml").read_text()
+    profile.write_text(host.replace('name = "host"', 'name = "host-ort"').replace('backend = "auto"', 'backend = "onnxruntime"'))
     out = tmp_path / "out"
     r = run_cli("compile", str(sd), "--arch", "torchvision.models:resnet18", "--arch-kwargs", "num_classes=10",
-                "--input-shape", "3,64,64", "--normalize", "imagenet", "--data", str(data), "--target", "host",
+                "--input-shape", "3,64,64", "--normalize", "imagenet", "--data", str(data), "--target", str(profile),
                 "--latency-target", "0.7x", "--agent", "random", "--budget", "6", "--finetune-epochs", "1",
                 "--out", str(out), "--json", timeout=420)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout)
     run = out / "sd"
     assert summary["status"] == "ok" and summary["out_dir"] == str(run)
-    for name in ("model.onnx", "model.pt", "model.tvm.so", "report.json", "manifest.json"):
+    for name in ("model.onnx", "model.pt", "report.json", "manifest.json"):
         assert (run / name).is_file(), name
     report = json.loads((run / "report.json").read_text())
     final = report["final"]
