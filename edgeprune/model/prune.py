@@ -147,6 +147,13 @@ def attention_layers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     return out
 
 
+_MAX_MAPPED_INDICES = 500_000
+
+
+class MappingTooLargeError(RuntimeError):
+    """Torch-Pruning's index mapping for a group would hold more than ``_MAX_MAPPED_INDICES`` indices."""
+
+
 def _install_tolerant_reshape_mapping() -> None:
     """Torch-Pruning 1.6 divides by zero mapping channel indices through a reshape whose input or output width
     it infers as 0 (ShuffleNet's channel shuffle), when it builds the graph and again for every pruning
@@ -169,6 +176,19 @@ def _install_tolerant_reshape_mapping() -> None:
 
     tolerant.edgeprune_tolerant = True
     index_mapping.update_reshape_index_mapping = tolerant
+
+    # A flatten mapping multiplies every channel index by its stride. Through channels-last reshapes (torchvision
+    # Swin) strides compound into lists of 10^8 indices and one group takes many minutes to build; such a
+    # mapping is wrong for channels anyway. Refuse it fast: that root's group is frozen.
+    flatten_call = index_mapping._FlattenIndexMapping.__call__
+
+    def bounded(self, idxs):
+        if not self.reverse and len(idxs) * self._stride > _MAX_MAPPED_INDICES:
+            raise MappingTooLargeError(f"a flatten maps {len(idxs)} channels with stride {self._stride} "
+                                       f"(> {_MAX_MAPPED_INDICES} indices)")
+        return flatten_call(self, idxs)
+
+    index_mapping._FlattenIndexMapping.__call__ = bounded
 
 
 def _dependency_graph(model: nn.Module, input_shape: tuple[int, ...]):
