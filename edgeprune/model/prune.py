@@ -147,7 +147,8 @@ def attention_layers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     return out
 
 
-_MAX_MAPPED_INDICES = 500_000
+_MAX_MAPPED_INDICES = 200_000
+_mapped = [0]  # indices mapped through flattens while building the current group
 
 
 class MappingTooLargeError(RuntimeError):
@@ -183,11 +184,22 @@ def _install_tolerant_reshape_mapping() -> None:
     flatten_call = index_mapping._FlattenIndexMapping.__call__
 
     def bounded(self, idxs):
-        if not self.reverse and len(idxs) * self._stride > _MAX_MAPPED_INDICES:
-            raise MappingTooLargeError(f"a flatten maps {len(idxs)} channels with stride {self._stride} "
-                                       f"(> {_MAX_MAPPED_INDICES} indices)")
+        if not self.reverse:
+            _mapped[0] += len(idxs) * self._stride
+            if _mapped[0] > _MAX_MAPPED_INDICES:
+                raise MappingTooLargeError(f"following its channels maps more than {_MAX_MAPPED_INDICES} indices "
+                                           f"(a flatten with stride {self._stride}: channels-last reshapes?)")
         return flatten_call(self, idxs)
 
+    from torch_pruning.dependency.graph import DependencyGraph
+
+    group_call = DependencyGraph.get_pruning_group
+
+    def counted(self, *args, **kwargs):  # the bound is per group
+        _mapped[0] = 0
+        return group_call(self, *args, **kwargs)
+
+    DependencyGraph.get_pruning_group = counted
     index_mapping._FlattenIndexMapping.__call__ = bounded
 
 
