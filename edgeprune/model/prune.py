@@ -158,25 +158,30 @@ class MappingTooLargeError(RuntimeError):
 def _install_tolerant_reshape_mapping() -> None:
     """Torch-Pruning 1.6 divides by zero mapping channel indices through a reshape whose input or output width
     it infers as 0 (ShuffleNet's channel shuffle), when it builds the graph and again for every pruning
-    group. Leave such a reshape unmapped and record it in ``graph.unmapped``, so that the groups through it
+    group (and sums None widths at some concatenations). Leave such a node unmapped and record it in ``graph.unmapped``, so that the groups through it
     are frozen instead of the whole model failing. Installed once; every other reshape is mapped as before."""
     from torch_pruning.dependency import index_mapping
 
-    original = index_mapping.update_reshape_index_mapping
-    if getattr(original, "edgeprune_tolerant", False):
+    if getattr(index_mapping.update_reshape_index_mapping, "edgeprune_tolerant", False):
         return
 
-    def tolerant(graph, node):
-        try:
-            return original(graph, node)
-        except ZeroDivisionError:
-            unmapped = graph.__dict__.setdefault("unmapped", [])
-            if all(n is not node for n in unmapped):
-                unmapped.append(node)
-            return None
+    def tolerant(original, errors):
+        def update(graph, node):
+            try:
+                return original(graph, node)
+            except errors:
+                unmapped = graph.__dict__.setdefault("unmapped", [])
+                if all(n is not node for n in unmapped):
+                    unmapped.append(node)
+                return None
 
-    tolerant.edgeprune_tolerant = True
-    index_mapping.update_reshape_index_mapping = tolerant
+        update.edgeprune_tolerant = True
+        return update
+
+    index_mapping.update_reshape_index_mapping = tolerant(index_mapping.update_reshape_index_mapping, ZeroDivisionError)
+    # A concatenation whose input widths Torch-Pruning cannot infer (None: torchvision Swin's channels-last patch
+    # merging) fails the same way, with a TypeError summing them.
+    index_mapping.update_concat_index_mapping = tolerant(index_mapping.update_concat_index_mapping, TypeError)
 
     # A flatten mapping multiplies every channel index by its stride. Through channels-last reshapes (torchvision
     # Swin) strides compound into lists of 10^8 indices and one group takes many minutes to build; such a
@@ -336,7 +341,8 @@ def analyse(model: nn.Module, input_shape: tuple[int, ...], *, round_to: int = 8
                     groups.append(g)
             continue
         if _through_unmapped(dg, group):
-            frozen.append((name, "its channels pass through a reshape Torch-Pruning cannot map (channel shuffle)"))
+            frozen.append((name, "its channels pass through a reshape or concatenation Torch-Pruning cannot map "
+                                 "(a channel shuffle, a channels-last merge)"))
             continue
         parts = _parts(dg, group)
         if full % parts:
