@@ -35,6 +35,32 @@ def _fraction(ctx, param, text: str | None) -> float | None:
         raise click.BadParameter(f"{text!r}: give a fraction (0.93) or a percentage (93%)") from None
 
 
+def _model_input_options(command):
+    """The options that say what the model is and how it is fed, shared by compile and analyze."""
+    options = [
+        click.option("--arch", default=None,
+                     help="Architecture of a bare state dict: zoo name, package.module:factory, "
+                          "path/to/file.py:factory or timm:NAME; literal arguments may follow inline: "
+                          "'mymodels:mynet(width=16)'."),
+        click.option("--arch-kwargs", default=None, metavar="K=V,...",
+                     help="Arguments of the architecture's factory, e.g. num_classes=10,width=16 (Python literals, "
+                          "else strings); they win over inline ones."),
+        click.option("--train-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="Where fine-tuning, BN recalibration and accuracy run (auto: cuda when available). "
+                          "Latency is always measured on the target."),
+        click.option("--input-shape", default=None, help="C,H,W (batch excluded); the data are resized to it."),
+        click.option("--normalize", default=None, metavar="NORM",
+                     help="Input normalisation the model expects: imagenet, unit (mean 0, std 1), MEAN,STD or "
+                          "M1,M2,M3,S1,S2,S3 (RGB in [0,1], then (x - mean)/std). Default: the checkpoint's, else "
+                          "the model's config (timm), else imagenet with a warning."),
+        click.option("--trust-model-code", is_flag=True,
+                     help="Allow loading a pickled nn.Module (runs code from the file)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.group()
 @click.version_option(package_name="edgeprune")
 def cli() -> None:
@@ -52,21 +78,7 @@ def cli() -> None:
 @click.option("--clusters", default=None, type=int, help="bo: clusters in the first phase (default about sqrt(groups)).")
 @click.option("--batch", default=1, show_default=True, type=int, help="bo: candidates proposed at once.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--arch", default=None,
-              help="Architecture of a bare state dict: zoo name, package.module:factory, path/to/file.py:factory "
-                   "or timm:NAME; literal arguments may follow inline: 'mymodels:mynet(width=16)'.")
-@click.option("--arch-kwargs", default=None, metavar="K=V,...",
-              help="Arguments of the architecture's factory, e.g. num_classes=10,width=16 (Python literals, else "
-                   "strings); they win over inline ones.")
-@click.option("--train-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where fine-tuning, BN recalibration and accuracy run (auto: cuda when available). Latency is "
-                   "always measured on the target.")
-@click.option("--input-shape", default=None, help="C,H,W (batch excluded); the data are resized to it.")
-@click.option("--normalize", default=None, metavar="NORM",
-              help="Input normalisation the model expects: imagenet, unit (mean 0, std 1), MEAN,STD or "
-                   "M1,M2,M3,S1,S2,S3 (RGB in [0,1], then (x - mean)/std). Default: the checkpoint's, else the "
-                   "model's config (timm), else imagenet with a warning.")
-@click.option("--trust-model-code", is_flag=True, help="Allow loading a pickled nn.Module (runs code from the file).")
+@_model_input_options
 @click.option("--finetune-epochs", default=4, show_default=True, type=int)
 @click.option("--distill", is_flag=True, help="Fine-tune with knowledge distillation from the original model.")
 @click.option("--resume", default=None, metavar="RUN", help="Continue run RUN from OUT/runs.sqlite.")
@@ -203,16 +215,7 @@ def _deploy_summary(d: dict | None) -> dict | None:
 @click.option("--target", default="host", show_default=True, help="Target profile name or TOML path.")
 @click.option("--data", default="shapes", show_default=True, help="Built-in (shapes, digits) or a path.")
 @click.option("--measure-on", default=None, metavar="PROFILE", help="A local stand-in for a target that cannot be reached.")
-@click.option("--arch", default=None, help="Architecture of a bare state dict (as in compile).")
-@click.option("--arch-kwargs", default=None, metavar="K=V,...", help="Arguments of the architecture's factory.")
-@click.option("--train-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where BN recalibration and accuracy run (auto: cuda when available).")
-@click.option("--input-shape", default=None, help="C,H,W (batch excluded); the data are resized to it.")
-@click.option("--normalize", default=None, metavar="NORM",
-              help="Input normalisation the model expects: imagenet, unit (mean 0, std 1), MEAN,STD or "
-                   "M1,M2,M3,S1,S2,S3 (RGB in [0,1], then (x - mean)/std). Default: the checkpoint's, else the "
-                   "model's config (timm), else imagenet with a warning.")
-@click.option("--trust-model-code", is_flag=True, help="Allow loading a pickled nn.Module (runs code from the file).")
+@_model_input_options
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON on stdout, nothing else.")
 @click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False),
               help="Also write the analysis as a page with plots to this file.")

@@ -327,30 +327,21 @@ def analyse(model: nn.Module, input_shape: tuple[int, ...], *, round_to: int = 8
 
     fused = fused_qkv(model)
     for name, group in _groups(model, dg, ignored, on_error=cannot_group):
-        full = len(group[0].idxs)
         root = group[0].dep.target.module
-        if root in fused:
-            full, heads = root.out_features // 3, fused[root].num_heads
-            choices = _choices(full, heads, round_to, min_keep)
-            if len(choices) > 1:
-                g = PrunableGroup(name, full, choices, False, heads, heads=True)
-                why = _refused(dg, group, g)
-                if why:
-                    frozen.append((name, why))
-                else:
-                    groups.append(g)
-            continue
-        if _through_unmapped(dg, group):
-            frozen.append((name, "its channels pass through a reshape or concatenation Torch-Pruning cannot map "
-                                 "(a channel shuffle, a channels-last merge)"))
-            continue
-        parts = _parts(dg, group)
-        if full % parts:
-            frozen.append((name, f"{full} channels do not split into its {parts} groups"))
-            continue
-        choices = _choices(full, parts, round_to, min_keep)
+        if root in fused:  # a fused qkv: widths are q's (= k's = v's), in equal parts per head
+            g_full, parts, heads, depthwise = root.out_features // 3, fused[root].num_heads, True, False
+        else:
+            if _through_unmapped(dg, group):
+                frozen.append((name, "its channels pass through a reshape or concatenation Torch-Pruning cannot "
+                                     "map (a channel shuffle, a channels-last merge)"))
+                continue
+            g_full, parts, heads, depthwise = len(group[0].idxs), _parts(dg, group), False, _is_depthwise(group)
+            if g_full % parts:
+                frozen.append((name, f"{g_full} channels do not split into its {parts} groups"))
+                continue
+        choices = _choices(g_full, parts, round_to, min_keep)
         if len(choices) > 1:
-            g = PrunableGroup(name, full, choices, _is_depthwise(group), parts)
+            g = PrunableGroup(name, g_full, choices, depthwise, parts, heads=heads)
             why = _refused(dg, group, g)
             if why:
                 frozen.append((name, why))
@@ -391,8 +382,8 @@ def _smallest(g: PrunableGroup) -> int:
 # group to about half (groups pruned alike can hide a failure: a reshape that holds while two widths shrink
 # together). A failure that depends on the width or on another group shows in one of these more often than in
 # none; the probe is a screen, not a proof, and a candidate whose surgery still fails is one clear error.
-_PROBE_WIDTHS = (("half", _half, 0, 1), ("smallest", _smallest, 0, 1), ("half, even groups", _half, 0, 2),
-                 ("half, odd groups", _half, 1, 2))
+# Each: (width of a probed group, first group, step): all at half, all at smallest, even ones, odd ones.
+_PROBE_WIDTHS = ((_half, 0, 1), (_smallest, 0, 1), (_half, 0, 2), (_half, 1, 2))
 
 
 def _try_prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis, which: list[int],
@@ -407,8 +398,7 @@ def _try_prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysi
     except ModelCopyError:
         raise  # no group is to blame: nothing can be pruned
     except Exception as e:  # noqa: BLE001 - any failure freezes the groups that caused it
-        first = str(e).splitlines()[0][:200] if str(e) else ""
-        return f"pruning it breaks the model ({type(e).__name__}: {first})"
+        return f"pruning it breaks the model ({_first_line(e)})"
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
     if shape != expected:
         return f"pruning it changes the output shape ({expected} to {shape})"
@@ -416,8 +406,9 @@ def _try_prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysi
 
 
 def _probe(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis, budget_s: float = 60.0) -> Analysis:
-    """Freeze the groups whose pruning fails: all groups are tried together, then halves (bisection) where
-    that fails. Groups that fail only together with others are frozen together."""
+    """Freeze the groups whose pruning fails: for each of ``_PROBE_WIDTHS`` the groups are tried together, then
+    halves (bisection; sets of up to 3 one by one) where that fails, until ``budget_s`` runs out. Groups that
+    fail only together with others are frozen together."""
     with torch.no_grad():
         expected = tuple(model.eval()(torch.zeros(1, *input_shape)).shape)
     reasons: dict[int, str] = {}
@@ -446,7 +437,7 @@ def _probe(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis, b
         if len(reasons) == before:  # each part works alone, not together
             reasons.update({i: why for i in ids})
 
-    for _, width, first, step in _PROBE_WIDTHS:
+    for width, first, step in _PROBE_WIDTHS:
         for _ in range(3):  # groups that fail only beside others show up in another pass
             remaining = [i for i in range(first, len(analysis.groups), step) if i not in reasons]
             if not remaining:
@@ -543,9 +534,8 @@ def prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis,
         except UnsupportedLayerError:
             raise
         except Exception as e:  # noqa: BLE001 - surgery failures become one line naming the group
-            first = str(e).splitlines()[0][:200] if str(e) else ""
             raise UnsupportedLayerError(f"pruning group {name} to {want[name]} channels failed "
-                                        f"({type(e).__name__}: {first})") from None
+                                        f"({_first_line(e)})") from None
     sync_attention(pruned)
     history = [[str(n), bool(out), [int(i) for i in idxs]] for n, out, idxs in dg.pruning_history()]
     return pruned, history
