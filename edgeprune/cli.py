@@ -79,6 +79,10 @@ def cli() -> None:
 @click.option("--batch", default=1, show_default=True, type=int, help="bo: candidates proposed at once.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @_model_input_options
+@click.option("--search-bn-samples", default=100, show_default=True, type=int,
+              help="Calibration images that re-estimate BN statistics for each search candidate.")
+@click.option("--early-stop/--no-early-stop", default=True, show_default=True,
+              help="Stop a candidate's accuracy early once it is clearly below the best feasible one so far.")
 @click.option("--finetune-epochs", default=4, show_default=True, type=int)
 @click.option("--distill", is_flag=True, help="Fine-tune with knowledge distillation from the original model.")
 @click.option("--resume", default=None, metavar="RUN", help="Continue run RUN from OUT/runs.sqlite.")
@@ -151,7 +155,8 @@ PROJECT_OPTIONS = {"target": str, "latency_target": str, "out": str, "data": str
                    "normalize": str, "arch_kwargs": str, "train_device": str,
                    "finetune_epochs": int, "distill": bool, "measure_on": str, "tracker": str, "device_key": str,
                    "verify_device": str, "tune_trials": int, "accept_closest": bool, "max_latency_ms": float,
-                   "min_accuracy": float, "max_accuracy_drop": float, "quantize": str, "int8_max_drop": float}
+                   "min_accuracy": float, "max_accuracy_drop": float, "quantize": str, "int8_max_drop": float,
+                   "search_bn_samples": int, "early_stop": bool}
 PROJECT_PATHS = {"out": None, "data": lambda v: v not in ("shapes", "digits"), "target": lambda v: v.endswith(".toml")}
 
 

@@ -63,6 +63,10 @@ class CompileConfig:
     distill: bool = False
     search_val_samples: int = 1000  # validation images per candidate during the search
     calib_samples: int = 500  # images for BN recalibration and artifact verification
+    # Calibration images that re-estimate BN statistics per candidate during the search (the first ones of
+    # the calib split; the ranking they give is measured in docs/benchmarks.md); None: all calib_samples.
+    search_bn_samples: int | None = 100
+    early_stop: bool = True  # stop a candidate's accuracy early when clearly below the incumbent's
     torch_threads: int = 2  # for training and accuracy; latency uses the target's threads
     resume: str | None = None
     measure_on: str | None = None  # a local profile that measures as a stand-in for an unreachable target
@@ -113,6 +117,8 @@ class CompileConfig:
             raise EdgePruneError("--int8-max-drop is a fraction in [0, 1] (0.01, or 1%)")
         if self.search_val_samples < 10 or self.calib_samples < 10:
             raise EdgePruneError("search_val_samples and calib_samples must be at least 10")
+        if self.search_bn_samples is not None and self.search_bn_samples < 10:
+            raise EdgePruneError("search_bn_samples must be at least 10 (or None: all calib_samples)")
 
     def arch_kwargs_dict(self) -> dict:
         """``arch_kwargs`` as a dict ({} when none)."""
@@ -126,7 +132,7 @@ class CompileConfig:
     # Settings that define the search; a resumed run must match them (budget may grow). The pipeline also
     # compares the normalisation the run resolved (from --normalize, the checkpoint or the model's config).
     SEARCH_KEYS = ("target", "latency_target", "data", "agent", "seed", "arch", "arch_kwargs", "search_val_samples",
-                   "calib_samples",
+                   "calib_samples", "search_bn_samples", "early_stop",
                    "clusters", "batch", "measure_on", "device_key")
 
 

@@ -25,6 +25,7 @@ from edgeprune.model.evaluate import accuracy
 from edgeprune.progress import RecordingReporter, Reporter
 from edgeprune.report import build_report, write_failure, write_success
 from edgeprune.search.agents import make_agent
+from edgeprune.search.accuracy import EarlyStop
 from edgeprune.search.evaluate import CandidateEvaluator
 from edgeprune.search.loop import run_search
 from edgeprune.search.select import select
@@ -56,7 +57,9 @@ def _open_run(store: RunStore, inputs: Inputs) -> str:
         legacy = LEGACY.for_channels(inputs.shape[0])
         old = dict(old, normalisation={"mean": list(legacy.mean), "std": list(legacy.std)})
     keys = CompileConfig.SEARCH_KEYS + ("model_sha256", "normalisation")
-    diff = [k for k in keys if old.get(k) != config.get(k)]
+    # A run stored before a search-speed setting existed goes on with today's value of it.
+    added = ("search_bn_samples", "early_stop")
+    diff = [k for k in keys if old.get(k) != config.get(k) and not (k in added and k not in old)]
     if diff:
         raise RunStoreError(f"run {cfg.resume} was started with different settings ({', '.join(diff)}); "
                             "resume with the same model, data, normalisation, target, agent, seed and latency "
@@ -106,7 +109,9 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
         baseline = state["baseline"] = measure_baseline(inputs, store, run_id, calib, rep, opener=opener)
         meter = baseline.meters.search
         evaluator = CandidateEvaluator(model, shape, analysed.analysis, val_search, calib, meter, baseline.ratio,
-                                       baseline.reference.p10_ms, device=inputs.train_device)
+                                       baseline.reference.p10_ms, device=inputs.train_device,
+                                       bn_samples=cfg.search_bn_samples, early=EarlyStop(enabled=cfg.early_stop),
+                                       threads=cfg.torch_threads)
         agent = state["agent"] = make_agent(cfg.agent, analysed.space, budget=cfg.budget, seed=cfg.seed,
                                             latency_ratio=baseline.ratio, **agent_options(cfg))
         if agent.constraint == "latency" and not store.evaluations(run_id):

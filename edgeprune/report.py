@@ -49,9 +49,17 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _stopped_early(evaluations) -> int:
+    """Evaluations whose accuracy used fewer images than the search subset (its size: the most any used;
+    the first candidate, with no incumbent yet, always uses them all)."""
+    full = max((e.result.accuracy_images for e in evaluations), default=0)
+    return sum(0 < e.result.accuracy_images < full for e in evaluations)
+
+
 def _candidate_rows(evaluations) -> list[dict]:
     return [{"index": e.index, "widths": list(e.candidate.widths), "keep": [round(k, 4) for k in e.candidate.keep],
-             "origin": e.candidate.origin, "accuracy": e.result.accuracy, "latency_ms": e.result.latency_ms,
+             "origin": e.candidate.origin, "accuracy": e.result.accuracy, "accuracy_images": e.result.accuracy_images,
+             "latency_ms": e.result.latency_ms,
              "ratio_to_baseline": e.result.measurement.ratio_to_baseline, "median_ms": e.result.measurement.median_ms,
              "noise": e.result.measurement.noise, "noisy": e.result.measurement.noisy, "macs": e.result.macs,
              "params": e.result.params, "feasible": e.result.feasible, "from_store": e.reused,
@@ -107,6 +115,9 @@ def build_report(*, status: str, run_id: str, inputs, t_start: float, reason: st
         search = {"agent": cfg.agent, "agent_info": agent_info(agent), "budget": cfg.budget, "seed": cfg.seed,
                   "train_device": getattr(inputs, "train_device", "cpu"),
                   "evaluations": len(outcome.evaluations), "evaluated_this_session": outcome.evaluated_now,
+                  "evaluation": {"bn_samples": cfg.search_bn_samples, "early_stop": cfg.early_stop,
+                                 "val_samples": cfg.search_val_samples,
+                                 "stopped_early": _stopped_early(outcome.evaluations)},
                   "confirmations": list(selection.confirmations) if selection else [],
                   "confirmed": selection.confirmed if selection else None, "wall_time_s": outcome.seconds,
                   "groups": analysed.analysis.to_dict() if analysed else None}

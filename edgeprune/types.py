@@ -105,6 +105,9 @@ class EvalResult:
     params: int
     feasible: bool
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+    # Validation images ``accuracy`` was computed on: fewer than the search subset when the candidate was
+    # stopped early as clearly below the incumbent (search.accuracy); 0 for runs stored before this was kept.
+    accuracy_images: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -127,6 +127,10 @@ def test_a_run_writes_verified_artifacts_and_one_report(tiny_ckpt, profile, tmp_
     assert report["status"] == "ok" and report["search"]["evaluations"] == 4 and len(report["candidates"]) == 4
     assert report["final"]["meets_latency_target"] and report["final"]["latency"]["ratio_to_baseline"] <= 0.8
     assert report["search"]["confirmed"] and report["search"]["confirmations"]
+    ev = report["search"]["evaluation"]
+    assert ev["bn_samples"] == 100 and ev["early_stop"] is True and 0 <= ev["stopped_early"] <= 3
+    assert report["candidates"][0]["accuracy_images"] == 60  # no incumbent yet: every search image
+    assert all(c["accuracy_images"] in (60,) or c["accuracy_images"] % 200 == 0 for c in report["candidates"])
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["artifacts"]["model.pt"]["verification"]["ok"] is True
     assert manifest["measurement_threads"] == 1

@@ -35,7 +35,8 @@ def run_search(agent: Agent, evaluator: CandidateEvaluator, store: RunStore, run
     derive their next proposal from their seed and what they were told, so the search continues where it
     stopped. A candidate whose widths were already evaluated reuses that result and costs no budget
     (bounded, so an agent stuck on one point cannot loop forever). With several devices, an agent's batch
-    (``agent.batch`` proposals) is measured in parallel.
+    (``agent.batch`` proposals) is measured in parallel. Each batch is evaluated against the best feasible
+    accuracy so far, so a candidate clearly below it stops its accuracy early (``search.accuracy``).
     """
     evaluations: list[Evaluation] = []
     evaluated_now = 0
@@ -70,7 +71,10 @@ def run_search(agent: Agent, evaluator: CandidateEvaluator, store: RunStore, run
                     batch.append(cand)
             if not batch:
                 break
-            for cand, result in zip(batch, evaluator.evaluate_many(batch)):
+            # The incumbent's accuracy: a candidate clearly below it is evaluated on fewer images.
+            ranked = most_accurate(evaluations, agent)
+            bar = ranked[0].result.accuracy if ranked else None
+            for cand, result in zip(batch, evaluator.evaluate_many(batch, bar=bar)):
                 idx = len(evaluations)
                 store.append(run_id, idx, cand, result)
                 evaluated_now += 1
