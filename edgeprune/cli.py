@@ -83,6 +83,8 @@ def cli() -> None:
               help="Calibration images that re-estimate BN statistics for each search candidate.")
 @click.option("--early-stop/--no-early-stop", default=True, show_default=True,
               help="Stop a candidate's accuracy early once it is clearly below the best feasible one so far.")
+@click.option("--depth/--no-depth", default=False, show_default=True,
+              help="Also search which residual blocks (identity shortcut) to drop whole, beside the widths.")
 @click.option("--finetune-epochs", default=4, show_default=True, type=int)
 @click.option("--distill", is_flag=True, help="Fine-tune with knowledge distillation from the original model.")
 @click.option("--resume", default=None, metavar="RUN", help="Continue run RUN from OUT/runs.sqlite.")
@@ -156,7 +158,7 @@ PROJECT_OPTIONS = {"target": str, "latency_target": str, "out": str, "data": str
                    "finetune_epochs": int, "distill": bool, "measure_on": str, "tracker": str, "device_key": str,
                    "verify_device": str, "tune_trials": int, "accept_closest": bool, "max_latency_ms": float,
                    "min_accuracy": float, "max_accuracy_drop": float, "quantize": str, "int8_max_drop": float,
-                   "search_bn_samples": int, "early_stop": bool}
+                   "search_bn_samples": int, "early_stop": bool, "depth": bool}
 PROJECT_PATHS = {"out": None, "data": lambda v: v not in ("shapes", "digits"), "target": lambda v: v.endswith(".toml")}
 
 

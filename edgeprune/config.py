@@ -67,6 +67,7 @@ class CompileConfig:
     # the calib split; the ranking they give is measured in docs/benchmarks.md); None: all calib_samples.
     search_bn_samples: int | None = 100
     early_stop: bool = True  # stop a candidate's accuracy early when clearly below the incumbent's
+    depth: bool = False  # also search keep/drop of residual blocks with an identity shortcut (model.depth)
     torch_threads: int = 2  # for training and accuracy; latency uses the target's threads
     resume: str | None = None
     measure_on: str | None = None  # a local profile that measures as a stand-in for an unreachable target
@@ -132,7 +133,7 @@ class CompileConfig:
     # Settings that define the search; a resumed run must match them (budget may grow). The pipeline also
     # compares the normalisation the run resolved (from --normalize, the checkpoint or the model's config).
     SEARCH_KEYS = ("target", "latency_target", "data", "agent", "seed", "arch", "arch_kwargs", "search_val_samples",
-                   "calib_samples", "search_bn_samples", "early_stop",
+                   "calib_samples", "search_bn_samples", "early_stop", "depth",
                    "clusters", "batch", "measure_on", "device_key")
 
 

@@ -22,6 +22,7 @@ from edgeprune.errors import (DeviceError, EdgePruneError, InfeasibleTargetError
                               VerificationError)
 from edgeprune.latency.where import open_meters
 from edgeprune.model.evaluate import accuracy
+from edgeprune.model.prune import dropped_blocks
 from edgeprune.progress import RecordingReporter, Reporter
 from edgeprune.report import build_report, write_failure, write_success
 from edgeprune.search.agents import make_agent
@@ -57,8 +58,10 @@ def _open_run(store: RunStore, inputs: Inputs) -> str:
         legacy = LEGACY.for_channels(inputs.shape[0])
         old = dict(old, normalisation={"mean": list(legacy.mean), "std": list(legacy.std)})
     keys = CompileConfig.SEARCH_KEYS + ("model_sha256", "normalisation")
-    # A run stored before a search-speed setting existed goes on with today's value of it.
+    # A run stored before a search-speed setting existed goes on with today's value of it; one stored before
+    # depth pruning existed searched widths only.
     added = ("search_bn_samples", "early_stop")
+    old = dict({"depth": False}, **old)
     diff = [k for k in keys if old.get(k) != config.get(k) and not (k in added and k not in old)]
     if diff:
         raise RunStoreError(f"run {cfg.resume} was started with different settings ({', '.join(diff)}); "
@@ -128,6 +131,9 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
         rep.info(f"chosen: candidate {chosen.index}, accuracy {r.accuracy:.3f} (search subset), {r.latency_ms:.3f} ms "
                  f"({r.measurement.ratio_to_baseline:.3f}x); fine-tuning")
         pruned, history = evaluator.build(chosen.candidate)
+        if dropped := dropped_blocks(history):
+            rep.info(f"depth pruning: {len(dropped)} of {len(analysed.analysis.blocks)} residual blocks dropped "
+                     f"({', '.join(dropped)})")
         try:
             final = state["final"] = finish(
                 pruned=pruned, history=history, teacher=model, data=data, shape=shape, calib=calib, meter=meter,

@@ -151,6 +151,32 @@ def test_a_run_writes_verified_artifacts_and_one_report(tiny_ckpt, profile, tmp_
     assert torch.get_num_threads() == threads  # global torch state restored
 
 
+def test_depth_pruning_searches_blocks_drops_them_and_model_pt_rebuilds(tiny_ckpt, profile, tmp_path):
+    """--depth: the tiny ResNet's one identity block is a search dimension; the smallest candidate (measured
+    first) drops it; the report lists it; a resumed run keeps the same space; model.pt rebuilds."""
+    from edgeprune.model.load import load_model
+
+    out = tmp_path / "out"
+    opener = Opener()
+    r = compile_model(cfg(tiny_ckpt, profile, out, depth=True, budget=3, latency_target="0.9x"), opener=opener)
+    groups = r.report["search"]["groups"]
+    assert groups["blocks"] == ["layer1.0"]
+    n = len(groups["groups"]) + 1
+    assert all(len(c["widths"]) == n and c["widths"][-1] in (0, 1) for c in r.report["candidates"])
+    assert opener.meter.measured[0].split(",")[-1] == "0"  # the smallest candidate drops the block
+    final = r.report["final"]
+    assert final["dropped_blocks"] == (["layer1.0"] if final["widths"][-1] == 0 else [])
+    loaded = load_model(r.out_dir / "model.pt")
+    assert isinstance(loaded.model.layer1[0], torch.nn.Identity) == (final["widths"][-1] == 0)
+    assert "Residual blocks" in (r.out_dir / "report.html").read_text()
+    more = compile_model(cfg(tiny_ckpt, profile, out, depth=True, budget=4, latency_target="0.9x",
+                             resume=r.run_id, overwrite=True), opener=Opener())
+    assert more.report["search"]["evaluated_this_session"] == 1
+    with pytest.raises(RunStoreError, match="different settings.*depth"):
+        compile_model(cfg(tiny_ckpt, profile, out, budget=4, latency_target="0.9x", resume=r.run_id,
+                          overwrite=True), opener=Opener())
+
+
 def test_resume_continues_and_never_silently_overwrites_a_finished_run(tiny_ckpt, profile, tmp_path):
     out = tmp_path / "out"
     first = compile_model(cfg(tiny_ckpt, profile, out, budget=3), opener=Opener())

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import UnsupportedLayerError
+from edgeprune.model.depth import BLOCK, drop_blocks
 
 # Leaf modules whose channels Torch-Pruning can follow; anything else with parameters is reported.
 _SUPPORTED_PARAM_LEAVES = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.PReLU)
@@ -65,12 +66,14 @@ class Analysis:
     ignored: tuple[str, ...]  # output layers kept whole
     unsupported: tuple[str, ...]  # "name (Type)" of layers the pruner cannot follow; left unpruned
     frozen: tuple[tuple[str, str], ...] = ()  # (group root name, why it is kept whole)
+    # Residual blocks the search may drop whole (model.depth; empty unless depth pruning is asked for).
+    blocks: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {"groups": [{"name": g.name, "full": g.full, "choices": list(g.choices), "depthwise": g.depthwise,
                             "parts": g.parts, "heads": g.heads} for g in self.groups],
                 "ignored": list(self.ignored), "unsupported": list(self.unsupported),
-                "frozen": [{"name": n, "reason": r} for n, r in self.frozen]}
+                "frozen": [{"name": n, "reason": r} for n, r in self.frozen], "blocks": list(self.blocks)}
 
 
 def _output_layers(model: nn.Module) -> list[nn.Module]:
@@ -500,11 +503,17 @@ def prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis,
     """Return a pruned deep copy of ``model`` with group ``i`` cut to ``widths[i]`` output channels, keeping
     the channels of largest group L1 magnitude, and the pruning history that replays it on a fresh model.
 
+    ``widths`` may go on with one entry per ``analysis.blocks`` (0: drop that block, 1: keep it); the
+    channels are pruned first, on the whole model, then the dropped blocks are replaced by ``nn.Identity``.
+
     Raises ``UnsupportedLayerError`` (one line naming the group) when Torch-Pruning refuses or fails."""
     import torch_pruning as tp
 
-    if len(widths) != len(analysis.groups):
-        raise ValueError(f"{len(widths)} widths for {len(analysis.groups)} groups")
+    n = len(analysis.groups)
+    if len(widths) not in (n, n + len(analysis.blocks)):
+        raise ValueError(f"{len(widths)} widths for {n} groups and {len(analysis.blocks)} blocks")
+    dropped = [b for b, keep in zip(analysis.blocks, widths[n:]) if not keep]
+    widths = widths[:n]
     want = {g.name: w for g, w in zip(analysis.groups, widths)}
     parts = {g.name: g.parts for g in analysis.groups}
     heads = {g.name for g in analysis.groups if g.heads}
@@ -538,7 +547,14 @@ def prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis,
                                         f"({_first_line(e)})") from None
     sync_attention(pruned)
     history = [[str(n), bool(out), [int(i) for i in idxs]] for n, out, idxs in dg.pruning_history()]
+    drop_blocks(pruned, dropped)
+    history += [[BLOCK + b, False, []] for b in dropped]
     return pruned, history
+
+
+def dropped_blocks(history: list) -> list[str]:
+    """The blocks a pruning history drops, by module name."""
+    return [str(n)[len(BLOCK):] for n, _, _ in history if str(n).startswith(BLOCK)]
 
 
 def group_importances(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis) -> list:
@@ -559,13 +575,20 @@ def group_importances(model: nn.Module, input_shape: tuple[int, ...], analysis: 
 
 
 def replay_history(model: nn.Module, history: list, input_shape: tuple[int, ...]) -> nn.Module:
-    """Apply a recorded pruning history to a freshly built model, in place (then load its state dict)."""
+    """Apply a recorded pruning history to a freshly built model, in place (then load its state dict):
+    the channel entries, then the dropped blocks (``block:NAME`` entries)."""
+    channels = [[n, bool(o), list(i)] for n, o, i in history if not str(n).startswith(BLOCK)]
     dg = _dependency_graph(model, input_shape)
     try:
-        dg.load_pruning_history([[n, bool(o), list(i)] for n, o, i in history])
+        dg.load_pruning_history(channels)
     except Exception as e:  # noqa: BLE001
         raise UnsupportedLayerError(f"cannot replay the pruning history on this architecture: {e}") from None
-    return sync_attention(model)
+    sync_attention(model)
+    try:
+        return drop_blocks(model, dropped_blocks(history))
+    except (AttributeError, IndexError) as e:
+        raise UnsupportedLayerError(f"cannot replay the pruning history on this architecture: a dropped block "
+                                    f"is missing ({e})") from None
 
 
 def channel_counts(model: nn.Module) -> dict[str, int]:

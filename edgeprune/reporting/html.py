@@ -343,6 +343,17 @@ def _channels_table(report: dict) -> str:
             + _table(["layer", "baseline", "final"], rows, numeric=(1, 2)) + "</details>")
 
 
+def _blocks_table(report: dict) -> str:
+    """Depth pruning: which residual blocks the search could drop, and which the final model dropped."""
+    blocks = _get(report, "search", "groups", "blocks")
+    if not isinstance(blocks, list) or not blocks:
+        return ""
+    dropped = set(_get(report, "final", "dropped_blocks") or [])
+    rows = [[_e(b), "dropped (replaced by its identity shortcut)" if b in dropped else "kept"] for b in blocks]
+    return (f"<details open><summary>Residual blocks: {len(dropped)} of {len(blocks)} dropped</summary>"
+            + _table(["block", "final model"], rows) + "</details>")
+
+
 def _kept_whole_table(report: dict) -> str:
     """What the search left whole and why: output layers, layers the pruner cannot follow, frozen groups."""
     groups = _get(report, "search", "groups")
@@ -389,6 +400,7 @@ def render_html(report: dict) -> str:
                          "stream, a depthwise pair) keep the same number." if found and found[0] == "group" else ""),
                       "No final model in this report: no channel counts after pruning.", "img-channels"))
     parts.append(_channels_table(report))
+    parts.append(_blocks_table(report))
     parts.append(_kept_whole_table(report))
     parts += [_layers_section(report), _int8_section(report), _deploy_section(report), _confirmations_section(report), _gates_section(report),
               _warnings_section(report), _candidates_section(report),

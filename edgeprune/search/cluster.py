@@ -43,14 +43,25 @@ def structural_features(depth: np.ndarray, widths: np.ndarray, *, weight: float 
 
 def group_features(model, input_shape: tuple[int, ...], analysis) -> np.ndarray:
     """Clustering features of every analysed group (n_groups × (N_BINS + 2)): its importance histogram
-    (``importance_features``) next to its relative depth and width (``structural_features``)."""
+    (``importance_features``) next to its relative depth and width (``structural_features``).
+
+    With removable blocks (``analysis.blocks``, depth pruning) one row follows per block and one column is
+    added ((n_groups + n_blocks) × (N_BINS + 3)): a block has no channel histogram (zeros), its depth, the
+    smallest width, and 1 in the last column, so blocks cluster with blocks (a keep decision, not a width)."""
     from edgeprune.model.prune import group_importances
 
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    depth = np.array([order[g.name] for g in analysis.groups])
-    widths = np.array([g.full for g in analysis.groups])
-    return np.concatenate([importance_features(group_importances(model, input_shape, analysis)),
-                           structural_features(depth, widths)], axis=1)
+    blocks = tuple(getattr(analysis, "blocks", ()))
+    depth = np.array([order[g.name] for g in analysis.groups] + [order[b] for b in blocks])
+    widths = np.array([g.full for g in analysis.groups] + [1] * len(blocks))
+    hist = importance_features(group_importances(model, input_shape, analysis))
+    if blocks:
+        hist = np.concatenate([hist, np.zeros((len(blocks), N_BINS))])
+    feats = np.concatenate([hist, structural_features(depth, widths)], axis=1)
+    if blocks:
+        is_block = np.r_[np.zeros(len(analysis.groups)), np.ones(len(blocks))][:, None]
+        feats = np.concatenate([feats, is_block], axis=1)
+    return feats
 
 
 def ward_clusters(features: np.ndarray, k: int) -> np.ndarray:

@@ -1,10 +1,12 @@
-"""The search space: one keep fraction per prunable group, mapped to an allowed channel count."""
+"""The search space: one keep fraction per prunable group, mapped to an allowed channel count; with depth
+pruning, one more per removable residual block, mapped to keep (1) or drop (0)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Sequence
 
+from edgeprune.model.depth import BLOCK
 from edgeprune.model.prune import PrunableGroup
 from edgeprune.types import Candidate
 
@@ -29,5 +31,22 @@ class SearchSpace:
         k = tuple(min(1.0, max(0.0, float(v))) for v in keep)
         return Candidate(tuple(g.width(v) for g, v in zip(self.groups, k)), k, origin)
 
+    @classmethod
+    def of(cls, analysis, features=None, base_macs: int = 0) -> "SearchSpace":
+        """The space of an analysis: its groups, then a keep/drop dimension per removable block
+        (``block_dim``), in the order ``prune`` reads a candidate's widths."""
+        return cls(tuple(analysis.groups) + tuple(block_dim(b) for b in analysis.blocks), features, base_macs)
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        """Module names of the block dimensions, in order."""
+        return tuple(g.name[len(BLOCK):] for g in self.groups if g.name.startswith(BLOCK))
+
     def full(self) -> Candidate:
         return Candidate(tuple(g.full for g in self.groups), (1.0,) * self.dim, "full")
+
+
+def block_dim(name: str) -> PrunableGroup:
+    """A removable block as a search dimension: "width" 1 keeps it, 0 drops it. A keep fraction below 0.5
+    drops it (``PrunableGroup.width``: the nearer of 0 and 1, ties kept)."""
+    return PrunableGroup(BLOCK + name, 1, (0, 1))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgeprune.errors import InfeasibleTargetError
+from edgeprune.model.depth import removable_blocks
 from edgeprune.model.evaluate import count_macs_params
 from edgeprune.model.prune import Analysis, analyse, channel_counts
 from edgeprune.search.cluster import group_features
@@ -14,7 +15,8 @@ from edgeprune.stages.load import Inputs
 
 @dataclass(frozen=True)
 class Analysed:
-    """The dependency analysis, the search space (one dimension per group) and the unpruned model's size."""
+    """The dependency analysis, the search space (one dimension per group, and per removable block with
+    depth pruning) and the unpruned model's size."""
 
     analysis: Analysis
     space: SearchSpace
@@ -23,7 +25,8 @@ class Analysed:
     channels: dict
 
     def smallest(self):
-        """The candidate that keeps the fewest channels the space allows in every group."""
+        """The candidate that keeps the fewest channels the space allows in every group (and drops every
+        removable block)."""
         return self.space.candidate([0.0] * self.space.dim, origin="smallest")
 
 
@@ -41,7 +44,11 @@ def analyse_model(inputs: Inputs, rep) -> Analysed:
         raise InfeasibleTargetError("nothing in the model can be pruned: no channel group can be pruned safely"
                                     + (f" ({why})" if why else " (every conv/linear is an output layer or too narrow)"))
     rep.info(f"{len(analysis.groups)} prunable groups; output layers kept whole: {', '.join(analysis.ignored)}")
+    if inputs.cfg.depth:
+        analysis = replace(analysis, blocks=removable_blocks(model, shape))
+        rep.info(f"depth pruning: {len(analysis.blocks)} residual blocks with an identity shortcut may be dropped"
+                 + (f" ({', '.join(analysis.blocks)})" if analysis.blocks else " (none found: widths only)"))
     macs, params = count_macs_params(model, shape)
     features = group_features(model, shape, analysis)
-    space = SearchSpace(analysis.groups, tuple(map(tuple, features.tolist())), macs)
+    space = SearchSpace.of(analysis, tuple(map(tuple, features.tolist())), macs)
     return Analysed(analysis, space, macs, params, channel_counts(model))

@@ -12,7 +12,7 @@ from edgeprune.latency.artifact import Artifact
 from edgeprune.latency.meter import Meter, Pair
 from edgeprune.model.evaluate import accuracy, count_macs_params
 from edgeprune.model.finetune import TrainConfig, train
-from edgeprune.model.prune import channel_counts
+from edgeprune.model.prune import channel_counts, dropped_blocks
 from edgeprune.verify import Verdict
 
 FINAL_VERIFY_SAMPLES = 200  # calibration images compared between ONNX Runtime and PyTorch
@@ -51,6 +51,7 @@ class FinalModel:
                 "baseline_latency_same_run": b.to_dict(), "speedup_median": b.median_ms / f.median_ms,
                 "simplifier": self.simplifier, "onnx_verification": self.verdict.to_dict(), "finetune": self.finetune,
                 "candidate_index": self.candidate_index, "widths": list(self.widths),
+                "dropped_blocks": dropped_blocks(self.history),
                 "meets_latency_target": self.meets_target, "layer_latency": self.layer_latency}
 
 
