@@ -159,7 +159,7 @@ PROJECT_OPTIONS = {"target": str, "latency_target": str, "out": str, "data": str
                    "verify_device": str, "tune_trials": int, "accept_closest": bool, "max_latency_ms": float,
                    "min_accuracy": float, "max_accuracy_drop": float, "quantize": str, "int8_max_drop": float,
                    "search_bn_samples": int, "early_stop": bool, "depth": bool}
-PROJECT_PATHS = {"out": None, "data": lambda v: v not in ("shapes", "digits"), "target": lambda v: v.endswith(".toml")}
+PROJECT_PATHS = {"out": None, "data": lambda v: v not in ("shapes", "shapes-hard", "digits"), "target": lambda v: v.endswith(".toml")}
 
 
 def _project_options(ctx: click.Context):

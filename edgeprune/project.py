@@ -62,7 +62,7 @@ def load_project_config(path: Path | str, *, known: Mapping[str, type], section:
     ``paths`` names the options whose relative values are paths relative to the config file's folder (so a
     run from a sub-folder finds them): a collection of keys (always paths), or a mapping from key to a rule
     ``rule(value) -> bool`` saying whether that value is a path (None: always), e.g.
-    ``{"model": None, "out": None, "data": lambda v: v not in ("shapes", "digits"),
+    ``{"model": None, "out": None, "data": lambda v: v not in ("shapes", "shapes-hard", "digits"),
     "target": lambda v: v.endswith(".toml")}``. Resolved values are absolute path strings (``~`` expanded).
 
     ``tables`` are the command tables the file may hold; another table (a typo such as ``[compiel]``) or a

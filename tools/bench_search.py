@@ -32,14 +32,16 @@ AGENTS = ("bo", "bo-plain", "bo-flops", "uniform", "random")
 TRAIN_EPOCHS = {"resnet20": 15, "resnet56": 15, "mobilenet_v2": 15, "mobilenet_v1": 15, "vgg16_bn": 15}
 
 
-def model_path(name: str, models_dir: Path) -> Path:
-    """The trained checkpoint: bundled in examples/ (see examples/README.md), else trained into models_dir."""
-    bundled = ROOT / "examples" / f"{name}.pt"
+def model_path(name: str, models_dir: Path, data: str = "shapes") -> Path:
+    """The checkpoint trained on ``data``: bundled in examples/ (see examples/README.md; ``<name>.pt`` for
+    ``shapes``, ``<name>_hard.pt`` for ``shapes-hard``), else trained into models_dir."""
+    stem = name if data == "shapes" else f"{name}_{data.replace('shapes-', '')}"
+    bundled = ROOT / "examples" / f"{stem}.pt"
     if bundled.exists():
         return bundled
-    path = models_dir / f"{name}.pt"
+    path = models_dir / f"{stem}.pt"
     if not path.exists():
-        cmd = [sys.executable, str(ROOT / "tools" / "train.py"), name, "--data", "shapes", "--epochs",
+        cmd = [sys.executable, str(ROOT / "tools" / "train.py"), name, "--data", data, "--epochs",
                str(TRAIN_EPOCHS.get(name, 15)), "--lr", "0.05", "--seed", "0", "--out", str(path)]
         print("training:", " ".join(cmd), flush=True)
         models_dir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +56,8 @@ def one_run(model: Path, agent: str, seed: int, args) -> dict:
 
     with tempfile.TemporaryDirectory() as out:
         cfg = CompileConfig(model=str(model), latency_target=args.latency_target, out=out, agent=agent,
-                            budget=args.budget, seed=seed, finetune_epochs=args.finetune_epochs)
+                            budget=args.budget, seed=seed, finetune_epochs=args.finetune_epochs, data=args.data,
+                            depth=args.depth)
         t0 = time.time()
         try:
             rep = compile_model(cfg).report
@@ -98,6 +101,8 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=40)
     ap.add_argument("--latency-target", default="0.5x")
     ap.add_argument("--finetune-epochs", type=int, default=1)
+    ap.add_argument("--data", default="shapes", help="shapes (quick) or shapes-hard (separates the agents)")
+    ap.add_argument("--depth", action="store_true", help="search residual blocks to drop too (--depth)")
     ap.add_argument("--models-dir", default=str(Path.home() / ".cache" / "edgeprune" / "bench_models"))
     ap.add_argument("--quick", action="store_true", help="resnet20 only, 2 seeds, budget 16")
     ap.add_argument("--results", help="JSON-lines file: every finished run is appended to it, and runs already "
@@ -105,16 +110,19 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.models, args.seeds, args.budget = "resnet20", 2, 16
-    conditions = {"budget": args.budget, "target": args.latency_target, "finetune_epochs": args.finetune_epochs}
+    conditions = {"budget": args.budget, "target": args.latency_target, "finetune_epochs": args.finetune_epochs,
+                  "data": args.data, "depth": args.depth}
     done: dict[tuple, dict] = {}
     if args.results and Path(args.results).exists():
         for line in Path(args.results).read_text().splitlines():
             r = json.loads(line)
+            r.setdefault("data", "shapes")  # rows written before --data and --depth
+            r.setdefault("depth", False)
             if all(r.get(k) == v for k, v in conditions.items()):
                 done[(r["model"], r["agent"], r["seed"])] = r
     rows = []
     for name in args.models.split(","):
-        path = model_path(name, Path(args.models_dir))
+        path = model_path(name, Path(args.models_dir), args.data)
         # Seeds outermost: a benchmark stopped half-way has the same seeds for every agent.
         for seed in range(args.seeds):
             for agent in args.agents.split(","):
@@ -130,7 +138,8 @@ def main() -> None:
                 print(f"  {name} {agent} seed {seed}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                                 for k, v in r.items() if k not in ("agent", "seed", "model", "curve")),
                       flush=True)
-    print(f"\nbudget {args.budget}, target {args.latency_target}, {args.seeds} seeds, fine-tune {args.finetune_epochs} epoch(s)")
+    print(f"\ndata {args.data}{', depth pruning' if args.depth else ''}, budget {args.budget}, target "
+          f"{args.latency_target}, {args.seeds} seeds, fine-tune {args.finetune_epochs} epoch(s)")
     marks = sorted({max(1, args.budget // 4), args.budget // 2, 3 * args.budget // 4})
     print("| model | agent | best feasible search acc % | " + " | ".join(f"best after {m} evals %" for m in marks)
           + " | evals to 99% of best | search s | run wall s | final acc % | final latency ratio (median) "

@@ -5,6 +5,11 @@ pattern at a random position, scale, small rotation and colour, over a textured 
 with low-contrast clutter and pixel noise, so that a ResNet-20 needs its capacity to learn it and
 loses accuracy when over-pruned.
 
+``shapes-hard``: the benchmark task that separates search methods (issue 14): 20 classes — the ten
+patterns above and ten finer variants of them (thin ring, rounded square, downward triangle, diagonal
+cross, vertical grating, fine checker, vertical dots, left half disk, ellipse, diamond) — smaller and
+lower-contrast, with three distractors, an occluding patch on half the images and stronger noise.
+
 ``digits``: scikit-learn's real handwritten digits (1797 8×8 grey images), upsampled to 32×32 RGB.
 
 Images are float32 N×3×32×32 in [0, 1]; labels int64 N.
@@ -46,12 +51,44 @@ def _class_score(k: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.minimum(1.0 - r, u)  # half disk
 
 
-def _class_mask(cls: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+HARD_CLASSES = SHAPE_CLASSES + (
+    "thin-ring", "rounded-square", "triangle-down", "diagonal-cross", "vertical-grating-disk",
+    "fine-checker-square", "vertical-dots", "left-half-disk", "ellipse", "diamond",
+)
+
+
+def _hard_score(k: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``shapes-hard``: classes 0–9 as ``_class_score``; 10–19 a finer variant of class ``k − 10``."""
+    if k < 10:
+        return _class_score(k, u, v)
+    r = np.sqrt(u**2 + v**2)
+    if k == 10:  # thin ring
+        return np.minimum(r - 0.78, 1.0 - r)
+    if k == 11:  # rounded square (superellipse, p = 4)
+        return 0.85 - (u**4 + v**4) ** 0.25
+    if k == 12:  # triangle pointing down
+        return _class_score(4, u, -v)
+    if k == 13:  # plus turned 45°
+        return _class_score(5, (u + v) / np.sqrt(2), (u - v) / np.sqrt(2))
+    if k == 14:  # grating across the other axis
+        return np.minimum(1.0 - r, 0.5 * np.sin(7.0 * v))
+    if k == 15:  # checker of twice the frequency
+        return np.minimum(0.8 - np.maximum(np.abs(u), np.abs(v)), 0.5 * np.sin(9.0 * u) * np.sin(9.0 * v))
+    if k == 16:  # two dots, one above the other
+        return _class_score(8, v, u)
+    if k == 17:  # half disk, the other half
+        return np.minimum(1.0 - r, -u)
+    if k == 18:  # ellipse
+        return 1.0 - np.sqrt((u / 1.0) ** 2 + (v / 0.6) ** 2)
+    return 0.8 - (np.abs(u) + np.abs(v))  # diamond
+
+
+def _class_mask(cls: np.ndarray, u: np.ndarray, v: np.ndarray, score=_class_score, classes: int = 10) -> np.ndarray:
     """Soft masks (N×H×W, values in [0,1]) of each sample's class pattern in its local frame (u, v)."""
     out = np.empty_like(u)
-    for k in range(len(SHAPE_CLASSES)):
+    for k in range(classes):
         idx = np.nonzero(cls == k)[0]
-        out[idx] = _class_score(k, u[idx], v[idx])
+        out[idx] = score(k, u[idx], v[idx])
     # A logistic edge about one pixel wide anti-aliases the pattern.
     return 1.0 / (1.0 + np.exp(np.clip(-out / np.float32(0.06), -30, 30)))
 
@@ -60,13 +97,16 @@ def _u(rng: np.random.Generator, lo: float, hi: float, shape) -> np.ndarray:
     return rng.uniform(lo, hi, shape).astype(np.float32)
 
 
-def make_shapes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generate ``n`` labelled images of the ``shapes`` task, deterministically from ``seed``."""
+def make_shapes(n: int, seed: int, hard: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generate ``n`` labelled images of the ``shapes`` task (``hard``: ``shapes-hard``), deterministically
+    from ``seed``."""
     rng = np.random.default_rng(seed)
     size = 32
     ys = np.linspace(-1, 1, size, dtype=np.float32)
     gy, gx = np.meshgrid(ys, ys, indexing="ij")
-    y = rng.integers(0, len(SHAPE_CLASSES), n)
+    classes = len(HARD_CLASSES) if hard else len(SHAPE_CLASSES)
+    score = _hard_score if hard else _class_score
+    y = rng.integers(0, classes, n)
 
     # Background: two random colours blended along a random direction, plus low-frequency texture.
     c0, c1 = _u(rng, 0, 1, (n, 3, 1, 1)), _u(rng, 0, 1, (n, 3, 1, 1))
@@ -84,15 +124,28 @@ def make_shapes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         dx, dy = (gx - cx) / s, (gy - cy) / s
         u = np.cos(th) * dx + np.sin(th) * dy
         v = -np.sin(th) * dx + np.cos(th) * dy
-        mask = _class_mask(cls, u, v)[:, None]
+        mask = _class_mask(cls, u, v, score, classes)[:, None]
         colour = _u(rng, 0, 1, (n, 3, 1, 1))
         alpha = _u(rng, contrast_lo, contrast_hi, (n, 1, 1, 1))
         return img * (1 - alpha * mask) + colour * alpha * mask
 
-    other = (y + rng.integers(1, len(SHAPE_CLASSES), n)) % len(SHAPE_CLASSES)
-    img = paint(other, 0.2, 0.3, 0.1, 0.3, np.pi)
-    img = paint(y, 0.55, 0.8, 0.7, 1.0, np.pi / 9)
-    img = img + rng.standard_normal(img.shape, dtype=np.float32) * np.float32(0.06)
+    if not hard:
+        other = (y + rng.integers(1, classes, n)) % classes
+        img = paint(other, 0.2, 0.3, 0.1, 0.3, np.pi)
+        img = paint(y, 0.55, 0.8, 0.7, 1.0, np.pi / 9)
+        noise = 0.06
+    else:
+        for _ in range(3):  # distractors: other classes, smaller, fainter, any orientation
+            other = (y + rng.integers(1, classes, n)) % classes
+            img = paint(other, 0.2, 0.35, 0.15, 0.45, np.pi)
+        img = paint(y, 0.45, 0.75, 0.45, 0.9, np.pi / 12)
+        # An occluding patch over part of the pattern on half the images.
+        cx, cy = _u(rng, -0.6, 0.6, (2, n, 1, 1))
+        w, h = _u(rng, 0.15, 0.45, (2, n, 1, 1))
+        patch = ((np.abs(gx - cx) < w) & (np.abs(gy - cy) < h) & (rng.random((n, 1, 1)) < 0.5))[:, None]
+        img = np.where(patch, _u(rng, 0, 1, (n, 3, 1, 1)), img)
+        noise = 0.1
+    img = img + rng.standard_normal(img.shape, dtype=np.float32) * np.float32(noise)
     x = np.clip(img, 0, 1).astype(np.float32)
     return torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
 

@@ -30,7 +30,7 @@ from edgeprune.data.readers import Source, array_source
 from edgeprune.errors import DataError, InputShapeError
 
 MEAN, STD = 0.5, 0.25  # the legacy normalisation (LEGACY), kept for callers that imported these
-BUILTINS = ("shapes", "digits")
+BUILTINS = ("shapes", "shapes-hard", "digits")
 MAX_BUILTIN_BYTES = 1.5e9  # built-in splits, float32, all three together
 MAX_USER_BYTES = 4e9  # user data, float32 at the model's size
 CHUNK = 256  # images brought to size and normalised at a time
@@ -109,7 +109,8 @@ def _check_channels(source: Source, shape: tuple[int, ...]) -> None:
 def _builtin(spec: str, shape: tuple[int, ...] | None, norm: Normalisation) -> DataSplits:
     from edgeprune.data import builtin
 
-    full, (n_val, n_calib) = {"shapes": (13000, (2000, 1000)), "digits": (1797, (360, 180))}[spec]
+    full, (n_val, n_calib) = {"shapes": (13000, (2000, 1000)), "shapes-hard": (26000, (4000, 1000)),
+                              "digits": (1797, (360, 180))}[spec]
     shape = tuple(shape or (3, 32, 32))
     per_image = 4 * int(np.prod(shape))
     keep = min(full, int(MAX_BUILTIN_BYTES // per_image))
@@ -121,6 +122,8 @@ def _builtin(spec: str, shape: tuple[int, ...] | None, norm: Normalisation) -> D
                 f"{keep - n_val - n_calib} train)")
     if spec == "shapes":  # fewer images generated, rather than generated and dropped
         x, y = builtin.make_shapes(keep, seed=20261122)
+    elif spec == "shapes-hard":
+        x, y = builtin.make_shapes(keep, seed=20261201, hard=True)
     else:
         x, y = builtin.make_digits()
     source = array_source(spec, x, y, resize="generated at 3×32×32, resized to the model's H×W (bilinear, antialiased)")
