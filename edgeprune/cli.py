@@ -103,6 +103,9 @@ def cli() -> None:
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="Also quantize the final model (ONNX Runtime static INT8, QDQ); deployed when faster and "
                    "within --int8-max-drop accuracy.")
+@click.option("--quantize-in-search", is_flag=True,
+              help="With --quantize int8: measure every candidate quantized, so the deployed INT8 form meets the "
+                   "latency target.")
 @click.option("--int8-max-drop", default="1%", show_default=True, callback=_fraction,
               help="Accuracy the INT8 model may lose and still be deployed (0.01 or 1%).")
 @click.option("--max-latency-ms", type=float, default=None,
@@ -158,7 +161,8 @@ PROJECT_OPTIONS = {"target": str, "latency_target": str, "out": str, "data": str
                    "finetune_epochs": int, "distill": bool, "measure_on": str, "tracker": str, "device_key": str,
                    "verify_device": str, "tune_trials": int, "accept_closest": bool, "max_latency_ms": float,
                    "min_accuracy": float, "max_accuracy_drop": float, "quantize": str, "int8_max_drop": float,
-                   "search_bn_samples": int, "early_stop": bool, "depth": bool}
+                   "search_bn_samples": int, "early_stop": bool, "depth": bool,
+                   "quantize_in_search": bool}
 PROJECT_PATHS = {"out": None, "data": lambda v: v not in ("shapes", "shapes-hard", "digits"), "target": lambda v: v.endswith(".toml")}
 
 

@@ -83,6 +83,7 @@ class CompileConfig:
     max_accuracy_drop: float | None = None  # baseline minus final top-1, fraction (0.02 = 2 points)
     quantize: str | None = None  # "int8": ONNX Runtime static quantization of the final model
     int8_max_drop: float = 0.01  # INT8 is deployed only when it loses at most this accuracy (fraction)
+    quantize_in_search: bool = False  # measure each candidate's INT8 form (needs quantize="int8")
     project_config: str | None = None  # the edgeprune.toml / pyproject.toml some of these came from
 
     def __post_init__(self):
@@ -114,6 +115,9 @@ class CompileConfig:
                 raise EdgePruneError(f"--{name.replace('_', '-')} is a fraction in [0, 1] (0.9, or 90%), got {v}")
         if self.quantize not in (None, "int8"):
             raise EdgePruneError(f"--quantize {self.quantize!r}: the only form is 'int8'")
+        if self.quantize_in_search and self.quantize != "int8":
+            raise EdgePruneError("--quantize-in-search needs --quantize int8 (the search measures the form that "
+                                 "is deployed)")
         if not 0 <= self.int8_max_drop <= 1:
             raise EdgePruneError("--int8-max-drop is a fraction in [0, 1] (0.01, or 1%)")
         if self.search_val_samples < 10 or self.calib_samples < 10:
@@ -133,7 +137,7 @@ class CompileConfig:
     # Settings that define the search; a resumed run must match them (budget may grow). The pipeline also
     # compares the normalisation the run resolved (from --normalize, the checkpoint or the model's config).
     SEARCH_KEYS = ("target", "latency_target", "data", "agent", "seed", "arch", "arch_kwargs", "search_val_samples",
-                   "calib_samples", "search_bn_samples", "early_stop", "depth",
+                   "calib_samples", "search_bn_samples", "early_stop", "depth", "quantize_in_search",
                    "clusters", "batch", "measure_on", "device_key")
 
 

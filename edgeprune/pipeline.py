@@ -61,7 +61,7 @@ def _open_run(store: RunStore, inputs: Inputs) -> str:
     # A run stored before a search-speed setting existed goes on with today's value of it; one stored before
     # depth pruning existed searched widths only.
     added = ("search_bn_samples", "early_stop")
-    old = dict({"depth": False}, **old)
+    old = dict({"depth": False, "quantize_in_search": False}, **old)
     diff = [k for k in keys if old.get(k) != config.get(k) and not (k in added and k not in old)]
     if diff:
         raise RunStoreError(f"run {cfg.resume} was started with different settings ({', '.join(diff)}); "
@@ -114,7 +114,10 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
         evaluator = CandidateEvaluator(model, shape, analysed.analysis, val_search, calib, meter, baseline.ratio,
                                        baseline.reference.p10_ms, device=inputs.train_device,
                                        bn_samples=cfg.search_bn_samples, early=EarlyStop(enabled=cfg.early_stop),
-                                       threads=cfg.torch_threads)
+                                       threads=cfg.torch_threads, quantize=cfg.quantize_in_search)
+        if cfg.quantize_in_search and meter.runtime != "onnxruntime":
+            raise EdgePruneError(f"--quantize-in-search measures INT8 (QDQ) models, which run in ONNX Runtime; "
+                                 f"this target's search measures with {meter.runtime}")
         agent = state["agent"] = make_agent(cfg.agent, analysed.space, budget=cfg.budget, seed=cfg.seed,
                                             latency_ratio=baseline.ratio, **agent_options(cfg))
         if agent.constraint == "latency" and not store.evaluations(run_id):
@@ -145,19 +148,21 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
             raise Interrupted(f"interrupted while fine-tuning run {run_id}; its {len(outcome.evaluations)} "
                               f"evaluations are stored in {store.path}; continue with the same command plus "
                               f"--resume {run_id}") from None
-        if not final.meets_target:
-            msg = (f"the final model re-measured at {final.pair.candidate.ratio_to_baseline:.3f}x the baseline "
-                   f"(p10), above the target {baseline.ratio:.3f}x; it was chosen at "
-                   f"{r.measurement.ratio_to_baseline:.3f}x")
-            if not cfg.accept_closest:
-                raise InfeasibleTargetError(f"{msg}; no artifact written (add --accept-closest to deploy it anyway)")
-            rep.warn(f"{msg}; --accept-closest: deploying it")
+        if not cfg.quantize_in_search:
+            _check_final(final.pair, baseline.ratio, r, cfg, rep, form="final model")
         if cfg.quantize:
             state["quantized"] = quantize_final(
                 fp32_bytes=final.onnx_bytes, fp32_pair=final.pair, data=data, calib=calib, meter=meter,
                 rounds=inputs.plan.profile.measurement.final_rounds, max_drop=cfg.int8_max_drop, rep=rep)
-        gates = state["gates"] = check_gates(cfg, latency_median_ms=final.pair.candidate.median_ms,
-                                             accuracy=final.accuracy, base_accuracy=state["base_accuracy"])
+        q = state.get("quantized")
+        int8 = q is not None and q.deployed
+        if cfg.quantize_in_search:  # the search chose by the INT8 form: the deployed form must meet the target
+            _check_final(q.pair if int8 else final.pair, baseline.ratio, r, cfg, rep,
+                         form="final INT8 model" if int8 else f"final float model (INT8 not deployed: {q.reason})")
+        # Gates judge the deployed form: the INT8 model when it is the one deployed.
+        gates = state["gates"] = check_gates(
+            cfg, latency_median_ms=(q.pair.candidate.median_ms if int8 else final.pair.candidate.median_ms),
+            accuracy=q.check["int8_accuracy"] if int8 else final.accuracy, base_accuracy=state["base_accuracy"])
         enforce(gates)
         verify_pool = _verify_pool(cfg, inputs)
         with tempfile.TemporaryDirectory(prefix="edgeprune-deploy-") as work:
@@ -186,6 +191,18 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
         if "baseline" in state:
             state["baseline"].meters.close()
         store.close()
+
+
+def _check_final(pair, ratio: float, chosen, cfg: CompileConfig, rep, *, form: str) -> None:
+    """Exit 3 (``InfeasibleTargetError``) when ``pair``'s p10 ratio misses the target ``ratio``, unless
+    ``--accept-closest``, which deploys it with a warning."""
+    if pair.candidate.ratio_to_baseline <= ratio:
+        return
+    msg = (f"the {form} re-measured at {pair.candidate.ratio_to_baseline:.3f}x the baseline (p10), above the "
+           f"target {ratio:.3f}x; it was chosen at {chosen.measurement.ratio_to_baseline:.3f}x")
+    if not cfg.accept_closest:
+        raise InfeasibleTargetError(f"{msg}; no artifact written (add --accept-closest to deploy it anyway)")
+    rep.warn(f"{msg}; --accept-closest: deploying it")
 
 
 def _search(agent, evaluator, store: RunStore, run_id: str, cfg: CompileConfig, rep):

@@ -49,6 +49,21 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _final_section(final, quantized, target: dict) -> dict | None:
+    """The final model's section, with the form deployed (fp32 or int8) and whether that form meets the
+    latency target (p10 ratio, each measured in the same rounds as the baseline)."""
+    if final is None:
+        return None
+    d = final.to_dict()
+    int8 = quantized is not None and quantized.deployed and quantized.pair is not None
+    ratio = target.get("latency_target_ratio")
+    d["deployed_form"] = "int8" if int8 else "fp32"
+    d["deployed_meets_latency_target"] = (
+        (quantized.pair.candidate.ratio_to_baseline <= ratio if ratio is not None else None) if int8
+        else d["meets_latency_target"])
+    return d
+
+
 def _stopped_early(evaluations) -> int:
     """Evaluations whose accuracy used fewer images than the search subset (its size: the most any used;
     the first candidate, with no incumbent yet, always uses them all)."""
@@ -131,7 +146,7 @@ def build_report(*, status: str, run_id: str, inputs, t_start: float, reason: st
                          "arch_kwargs": json.loads(json.dumps(loaded.arch_kwargs, default=repr)),
                          "input_shape": list(loaded.input_shape), "model_pt_format": model_pt_format(loaded)},
                   data=data_summary(inputs), target=target, search=search, baseline=base,
-                  final=final.to_dict() if final is not None else None,
+                  final=_final_section(final, quantized, target),
                   deploy=deployment.comparison if deployment is not None else None,
                   candidates=_candidate_rows(outcome.evaluations) if outcome is not None else [],
                   wall_time_s=round(time.time() - t_start, 2), gates=[g.to_dict() for g in gates],

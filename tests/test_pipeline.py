@@ -360,6 +360,24 @@ def test_int8_is_checked_by_accuracy_measured_and_deployed_only_when_it_pays(tin
     assert json.loads((tmp_path / "b" / "tiny" / "manifest.json").read_text())["deployed_form"] == "fp32"
 
 
+def test_quantize_in_search_measures_int8_candidates_and_the_deployed_form_meets_the_target(tiny_ckpt, profile,
+                                                                                            tmp_path):
+    with pytest.raises(EdgePruneError, match="needs --quantize int8"):
+        cfg(tiny_ckpt, profile, tmp_path / "x", quantize_in_search=True)
+    opener = Opener(runtime="onnxruntime", int8_speedup=2.0)
+    r = compile_model(cfg(tiny_ckpt, profile, tmp_path / "a", quantize="int8", quantize_in_search=True,
+                          int8_max_drop=1.0), opener=opener)
+    cands = r.report["candidates"]
+    assert all("quantize" in c["seconds"] for c in cands)  # every candidate was quantized before measuring
+    f = r.report["final"]
+    assert f["deployed_form"] == "int8" and f["deployed_meets_latency_target"] is True
+    assert r.report["config"]["quantize_in_search"] is True
+    # a runtime that cannot run QDQ models is refused before the search
+    with pytest.raises(EdgePruneError, match="quantize-in-search.*ONNX Runtime"):
+        compile_model(cfg(tiny_ckpt, profile, tmp_path / "b", quantize="int8", quantize_in_search=True),
+                      opener=Opener())
+
+
 def test_an_agent_that_proposes_nothing_is_a_clear_exit_3(tiny_ckpt, profile, tmp_path, monkeypatch):
     from edgeprune import pipeline
     from edgeprune.search.agents import BaseAgent

@@ -32,7 +32,8 @@ class CandidateEvaluator:
     ``bn_samples`` calibration images (None: all of ``calib``); accuracy runs on the exported, simplified
     ONNX model in ONNX Runtime with ``threads`` threads (``accuracy_on="torch"``, or a CUDA ``device``: in
     eager torch, on that device), and stops early (``early``) once the candidate is clearly below the incumbent's accuracy (``bar`` given to
-    ``evaluate_many``, from the search loop).
+    ``evaluate_many``, from the search loop). With ``quantize`` the measured form is the INT8 model (its
+    accuracy in ONNX Runtime, its latency).
     """
 
     model: nn.Module
@@ -49,6 +50,19 @@ class CandidateEvaluator:
     early: EarlyStop = EarlyStop()
     threads: int = 2
     accuracy_on: str = "onnxruntime"  # or "torch"
+    # --quantize-in-search: each candidate is quantized (ONNX Runtime static INT8, QDQ, activation ranges
+    # from the first ``quantize_calib`` calibration images) and its accuracy and latency are the INT8
+    # model's, so the latency target is met by the form that will be deployed.
+    quantize: bool = False
+    quantize_calib: int = 64
+
+    def _measured_form(self, onnx_bytes: bytes) -> bytes:
+        """The bytes that are measured: the verified float model, or its INT8 form with ``quantize``."""
+        if not self.quantize:
+            return onnx_bytes
+        from edgeprune.export.quantize import quantize_int8
+
+        return quantize_int8(onnx_bytes, self.calib[: self.quantize_calib].numpy())
 
     def _recalibrate(self, pruned: nn.Module) -> None:
         calib = self.calib if self.bn_samples is None else self.calib[: self.bn_samples]
@@ -63,9 +77,11 @@ class CandidateEvaluator:
     def remeasure(self, candidate: Candidate, *, rounds: int | None) -> Measurement:
         """Measure ``candidate`` again, interleaved with the baseline, over ``rounds`` rounds (None: the
         meter's search plan)."""
-        pruned, _ = prune(self.model, self.input_shape, self.analysis, candidate.widths)
+        pruned, _ = self.build(candidate) if self.quantize else prune(self.model, self.input_shape, self.analysis,
+                                                                         candidate.widths)
         onnx_bytes, _, _ = export_verified(pruned, self.input_shape, self.calib[: self.verify_samples])
-        return self.meter.measure(Artifact(onnx_bytes, label=candidate.key), rounds=rounds).candidate
+        return self.meter.measure(Artifact(self._measured_form(onnx_bytes), label=candidate.key),
+                                  rounds=rounds).candidate
 
     def evaluate(self, candidate: Candidate) -> EvalResult:
         return self.evaluate_many([candidate])[0]
@@ -98,7 +114,7 @@ class CandidateEvaluator:
     def accuracy_of(self, pruned: nn.Module, onnx_bytes: bytes, bar: float | None = None) -> SearchAccuracy:
         """Search accuracy of a pruned (BN-recalibrated) model and its exported ONNX bytes on ``val``."""
         x, y = self.val[0].numpy(), self.val[1].numpy()
-        if self.accuracy_on == "torch" or moves(self.device):
+        if not self.quantize and (self.accuracy_on == "torch" or moves(self.device)):
             @torch.no_grad()
             def predict(xb):
                 return pruned(torch.from_numpy(xb).to(self.device, non_blocking=True)).cpu().numpy()
@@ -125,6 +141,9 @@ class CandidateEvaluator:
         lap("bn_recalibration")
         onnx_bytes, _, _ = export_verified(pruned, self.input_shape, self.calib[: self.verify_samples])
         lap("export_simplify_verify")
+        if self.quantize:
+            onnx_bytes = self._measured_form(onnx_bytes)
+            lap("quantize")
         # On the exported model: the graph that is measured and deployed, and 2-3x faster than eager torch.
         acc = self.accuracy_of(pruned, onnx_bytes, bar)
         lap("accuracy")

@@ -135,3 +135,26 @@ def test_evaluator_stops_a_candidate_clearly_below_the_incumbent():
     pruned, _ = ev.build(cand)
     bn = next(m for m in pruned.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert int(bn.num_batches_tracked) == 1  # 50 images, one batch of at most 100
+
+
+def test_evaluator_with_quantize_measures_and_scores_the_int8_model():
+    """--quantize-in-search: the candidate's accuracy is the INT8 model's in ONNX Runtime (same quantization,
+    same images), and a quantize stage is timed."""
+    from edgeprune.export.quantize import quantize_int8
+
+    torch.manual_seed(0)
+    model = tiny_resnet().eval()
+    x = torch.randn(200, 3, 32, 32)
+    calib = torch.randn(100, 3, 32, 32)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    ev, space = _evaluator(model, (x, y), calib, bn_samples=50, quantize=True, quantize_calib=32)
+    cand = space.candidate([0.5] * space.dim)
+    r = ev.evaluate(cand)
+    assert "quantize" in r.seconds and r.accuracy_images == 200
+    pruned, _ = ev.build(cand)
+    fp32, _, _ = export_verified(pruned, (3, 32, 32), calib[:4])
+    int8 = quantize_int8(fp32, calib[:32].numpy())
+    expect = search_accuracy(ort_predictor(int8, 2), x.numpy(), y.numpy()).accuracy
+    assert r.accuracy == pytest.approx(expect, abs=1e-9)
+    assert ev.remeasure(cand, rounds=2).ratio_to_baseline > 0
