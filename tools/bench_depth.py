@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(model: str, target: str, depth: bool, a) -> dict:
+def run(model: str, target: str, depth: bool, a, in_search: bool = False) -> dict:
     from edgeprune.config import CompileConfig
     from edgeprune.pipeline import compile_model
     from edgeprune.progress import Reporter
@@ -31,7 +31,7 @@ def run(model: str, target: str, depth: bool, a) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-depth-") as out:
         cfg = CompileConfig(model=str(ROOT / "examples" / f"{model}.pt"), target="host", latency_target=target,
                             out=out, agent=a.agent, budget=a.budget, seed=a.seed, finetune_epochs=a.finetune_epochs,
-                            depth=depth, quantize="int8", accept_closest=True)
+                            depth=depth, quantize="int8", quantize_in_search=in_search, accept_closest=True)
         t = time.time()
         r = compile_model(cfg, reporter=Reporter()).report
         wall = time.time() - t
@@ -39,7 +39,7 @@ def run(model: str, target: str, depth: bool, a) -> dict:
     base_acc = r["baseline"]["accuracy"]
     int8_ratio = (q["latency"]["ratio_to_baseline"] if q.get("latency") else None)
     return {"model": model, "target": target, "depth": depth, "agent": a.agent, "budget": a.budget,
-            "seed": a.seed, "finetune_epochs": a.finetune_epochs,
+            "seed": a.seed, "finetune_epochs": a.finetune_epochs, "int8_in_search": in_search,
             "blocks": len(r["search"]["groups"].get("blocks") or []), "dropped": f.get("dropped_blocks") or [],
             "base_acc": base_acc, "acc": f["accuracy"], "speedup": f["speedup_median"],
             "ratio_p10": f["latency"]["ratio_to_baseline"], "base_ms": f["baseline_latency_same_run"]["median_ms"],
@@ -56,7 +56,8 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--finetune-epochs", type=int, default=4)
-    ap.add_argument("--variants", default="widths,depth", help="widths, depth or both")
+    ap.add_argument("--variants", default="widths,depth",
+                    help="comma-separated: widths, depth, depth-int8 (depth + --quantize-in-search)")
     ap.add_argument("--results", default=None, help="JSONL file of rows (resumable)")
     a = ap.parse_args()
     rows = []
@@ -66,17 +67,18 @@ def main() -> None:
     for spec in a.models.split(","):
         model, target = spec.split(":")
         for v in a.variants.split(","):
-            depth = v == "depth"
-            key = (model, target, depth, a.agent, a.budget, a.seed, a.finetune_epochs)
-            old = [d for d in done if (d["model"], d["target"], d["depth"], d["agent"], d["budget"], d["seed"],
-                                       d["finetune_epochs"]) == key]
+            depth, in_search = v.startswith("depth"), v.endswith("int8")
+            key = (model, target, depth, in_search, a.agent, a.budget, a.seed, a.finetune_epochs)
+            old = [d for d in done if (d["model"], d["target"], d["depth"], d.get("int8_in_search", False),
+                                       d["agent"], d["budget"], d["seed"], d["finetune_epochs"]) == key]
             if old:
                 rows.append(old[-1])
                 continue
             try:
-                row = run(model, target, depth, a)
+                row = run(model, target, depth, a, in_search)
             except Exception as e:  # noqa: BLE001 - an unreachable target is a row, not the end of the table
-                row = {"model": model, "target": target, "depth": depth, "agent": a.agent, "budget": a.budget,
+                row = {"model": model, "target": target, "depth": depth, "int8_in_search": in_search,
+                       "agent": a.agent, "budget": a.budget,
                        "seed": a.seed, "finetune_epochs": a.finetune_epochs, "error": f"{type(e).__name__}: {e}"}
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -88,14 +90,16 @@ def main() -> None:
     print("| model | target | search | blocks dropped | fp32 speed-up | accuracy % (baseline → final) | change "
           "(points) | INT8 speed-up (p10) | INT8 accuracy % | INT8 deployed | stopped early | wall s |")
     print("| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: |")
+    def search(r):
+        return ("widths + depth" if r["depth"] else "widths") + (", INT8 in search" if r.get("int8_in_search") else "")
     for r in rows:
         if "error" in r:
-            print(f"| {r['model']} | {r['target']} | {'widths + depth' if r['depth'] else 'widths'} | "
+            print(f"| {r['model']} | {r['target']} | {search(r)} | "
                   f"{r['error'][:160]} | | | | | | | | |")
             continue
         i8 = f"{1 / r['int8_ratio_p10']:.2f}x" if r["int8_ratio_p10"] else "—"
         i8a = f"{100 * r['int8_acc']:.2f}" if r["int8_acc"] is not None else "—"
-        print(f"| {r['model']} | {r['target']} | {'widths + depth' if r['depth'] else 'widths'} | "
+        print(f"| {r['model']} | {r['target']} | {search(r)} | "
               f"{len(r['dropped'])}/{r['blocks']} | {r['speedup']:.2f}x | {100 * r['base_acc']:.2f} → "
               f"{100 * r['acc']:.2f} | {100 * (r['acc'] - r['base_acc']):+.2f} | {i8} | {i8a} | "
               f"{r['int8_deployed']} | {r['stopped_early']} | {r['wall_s']:.0f} |")

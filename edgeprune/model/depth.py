@@ -6,12 +6,13 @@ shortcut is the identity replaces it by ``y = x`` and removes every node of ``f`
 stochastic depth trains for (Huang et al., 2016). For a post-activation block (``act`` = ReLU after the
 add, as in ResNet v1) it is exact in form, because its input is itself a ReLU output (``relu(x) = x``).
 
-A module is a *removable block* when, traced with ``torch.fx``, its output is an addition (``+``, ``+=``,
-``torch.add``) of its own input and something computed from it, optionally followed by element-wise
-activations, and one forward on an input of the model's shape shows the block's output has its input's
+A module is a *removable block* when, traced with ``torch.fx`` (its sub-modules kept as calls), its output is an addition (``+``, ``+=``,
+``torch.add``) of its own input and something computed from it — or a chain of them, as in a transformer
+block (``x + attn(x)``, then ``+ mlp(·)``) — optionally followed by element-wise activations, and one forward on an input of the model's shape shows the block's output has its input's
 shape. A block with a projection or strided shortcut (the first of a ResNet stage) is not one: its shortcut
-is not the input itself. Blocks inside a removable block are not searched separately (the outer one is);
-a container (``nn.Sequential``) holding a single block is not a block itself (the block is named).
+is not the input itself; neither is a stage of blocks (its output is a call, not an addition). Blocks
+inside a removable block are not searched separately (the outer one is); a container (``nn.Sequential``)
+holding a single block is not a block itself (the block is named).
 A module that fx cannot trace (data-dependent control flow) is simply not a candidate.
 
 Dropped blocks travel in the pruning history as ``["block:NAME", False, []]`` entries, after the channel
@@ -31,6 +32,7 @@ _ADDS = {operator.add, operator.iadd, torch.add}
 _ACT_FUNCS = {torch.relu, torch.relu_, nn.functional.relu, nn.functional.relu6, nn.functional.gelu,
               nn.functional.silu, nn.functional.hardswish}
 _ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Identity, nn.Dropout)
+_PASS_MODULES = (nn.Identity, nn.Dropout)  # on an add's operand: the shortcut itself (timm's nn.Identity)
 
 
 def _is_add(node) -> bool:
@@ -52,21 +54,50 @@ def is_identity_residual(module: nn.Module) -> bool:
     """Whether ``module``'s traced output is ``act(input + g(input))`` (see the module docstring)."""
     import torch.fx as fx
 
+    class ChildrenAsLeaves(fx.Tracer):
+        # Only the block's own dataflow matters: its sub-modules stay calls (faster, and an attention layer
+        # that unpacks ``x.shape`` does not stop the trace of the block around it).
+        def is_leaf_module(self, m, qualname):
+            return True
+
     try:
-        gm = fx.symbolic_trace(module)
+        graph = ChildrenAsLeaves().trace(module)
+        gm = fx.GraphModule(module, graph)
     except Exception:  # noqa: BLE001 - untraceable control flow: not a candidate
         return False
     inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
     outputs = [n for n in gm.graph.nodes if n.op == "output"]
-    if len(inputs) != 1 or len(outputs) != 1 or not isinstance(outputs[0].args[0], fx.Node):
+    # The block's input is its first argument (others, e.g. timm's ``attn_mask=None``, keep their defaults:
+    # the blocks searched are called with one tensor, see ``removable_blocks``).
+    if not inputs or len(outputs) != 1 or not isinstance(outputs[0].args[0], fx.Node):
         return False
-    x, node = inputs[0], outputs[0].args[0]
-    while _is_act(node, gm) and node.args and isinstance(node.args[0], fx.Node):
-        node = node.args[0]
-    if not _is_add(node) or len(node.args) < 2:
-        return False
-    a, b = node.args[0], node.args[1]
-    return (a is x) != (b is x) and isinstance(a, fx.Node) and isinstance(b, fx.Node)
+    x = inputs[0]
+
+    def through(node, ops):  # strip nodes that pass their first argument on (activations, identities)
+        while isinstance(node, fx.Node) and ops(node) and node.args and isinstance(node.args[0], fx.Node):
+            node = node.args[0]
+        return node
+
+    def passes(node):
+        if node.op != "call_module":
+            return False
+        m = gm.get_submodule(node.target)
+        return isinstance(m, _PASS_MODULES) or (isinstance(m, nn.Sequential) and len(m) == 0)
+
+    def stream(node, adds: int) -> bool:
+        """Whether ``node`` is the input carried through ≥ 1 residual additions (a transformer block has two:
+        x + attn(x), then + mlp(·))."""
+        node = through(node, passes)
+        if node is x:
+            return adds > 0
+        if not _is_add(node) or len(node.args) < 2:
+            return False
+        a, b = (through(v, passes) for v in node.args[:2])
+        if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)) or a is b:
+            return False
+        return stream(a, adds + 1) != stream(b, adds + 1)
+
+    return stream(through(outputs[0].args[0], lambda n: _is_act(n, gm)), 0)
 
 
 def removable_blocks(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, ...]:

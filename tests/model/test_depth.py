@@ -123,3 +123,36 @@ def test_blocks_get_their_own_feature_rows_and_column():
     assert f.shape == (len(a.groups) + len(a.blocks), 12 + 3)
     assert (f[: len(a.groups), -1] == 0).all() and (f[len(a.groups):, -1] == 1).all()
     assert group_features(model, SHAPE, replace(a, blocks=())).shape == (len(a.groups), 14)
+
+
+@pytest.mark.vision
+@pytest.mark.parametrize("arch, shape, expect", [
+    ("torchvision.models:resnet18", (3, 64, 64), ("layer1.0", "layer1.1", "layer2.1", "layer3.1", "layer4.1")),
+    ("torchvision.models:mobilenet_v3_small", (3, 64, 64), None),
+    ("torchvision.models:convnext_tiny", (3, 64, 64), None),
+    ("timm:deit_tiny_patch16_224", (3, 224, 224), tuple(f"blocks.{i}" for i in range(12))),
+])
+def test_users_architectures_drop_blocks_and_verify(arch, shape, expect):
+    """torchvision/timm blocks (``out += identity``, stochastic depth, layer scale, transformer blocks with
+    two residual adds) are found, dropped after the channel surgery, and the result exports and verifies."""
+    pytest.importorskip("torchvision")
+    pytest.importorskip("timm")
+    from edgeprune.model.load import build as build_arch
+
+    torch.manual_seed(0)
+    model = build_arch(arch, {"num_classes": 10}).eval()
+    blocks = removable_blocks(model, shape)
+    if expect is not None:
+        assert blocks == expect
+    assert len(blocks) >= 4
+    a = replace(analyse(model, shape, round_to=8, probe=False), blocks=blocks)
+    widths = tuple(g.full for g in a.groups) + tuple(i % 2 for i in range(len(blocks)))  # every other dropped
+    pruned, history = prune(model, shape, a, widths)
+    assert len(dropped_blocks(history)) == (len(blocks) + 1) // 2
+    x = torch.randn(2, *shape)
+    data, _, verdict = export_verified(pruned, shape, x)
+    assert verdict.ok
+    fresh = replay_history(build_arch(arch, {"num_classes": 10}), history, shape)
+    fresh.load_state_dict(pruned.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(fresh.eval()(x), pruned.eval()(x), atol=1e-5)
