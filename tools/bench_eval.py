@@ -23,17 +23,13 @@ import time
 import numpy as np
 import torch
 
+from bench_common import evaluation_setup
 from edgeprune.config import CompileConfig
-from edgeprune.data import load_data
 from edgeprune.export.onnx import export_verified
-from edgeprune.latency import Artifact, LocalMeter, get_backend
-from edgeprune.model.load import load_model
-from edgeprune.model.prune import analyse
 from edgeprune.search.accuracy import EarlyStop
 from edgeprune.search.agents import make_agent
 from edgeprune.search.evaluate import CandidateEvaluator
 from edgeprune.search.space import SearchSpace
-from edgeprune.targets import load_target
 
 
 def spearman(a, b) -> float:
@@ -62,20 +58,9 @@ def main() -> None:
     ap.add_argument("--bn", type=int, default=CompileConfig.search_bn_samples, help="BN images, the new way")
     ap.add_argument("--bn-variants", default="50,100,200,500", help="BN image counts ranked (ORT, all images)")
     a = ap.parse_args()
-    defaults = CompileConfig(model=a.model)
-    torch.set_num_threads(defaults.torch_threads)
-    profile = load_target(a.target)
-    loaded = load_model(a.model)
-    data = load_data(a.data)
-    shape = loaded.input_shape
-    calib = data.calib[0][: defaults.calib_samples]
-    val = (data.val[0][: defaults.search_val_samples], data.val[1][: defaults.search_val_samples])
-    base, _, _ = export_verified(loaded.model, shape, calib[:16])
-    runtime = "onnxruntime" if profile.backend == "auto" else profile.backend
-    meter = LocalMeter(get_backend(runtime, profile), Artifact(base), calib[:1].numpy(), profile.measurement,
-                       profile.where())
-    ref = meter.baseline()
-    analysis = analyse(loaded.model, shape, round_to=profile.round_to)
+    st = evaluation_setup(a.model, a.data, a.target)
+    defaults, profile, loaded, shape, calib, val = st.defaults, st.profile, st.loaded, st.shape, st.calib, st.val
+    meter, ref, analysis = st.meter, st.ref, st.analysis
     space = SearchSpace(analysis.groups)
     common = dict(model=loaded.model, input_shape=shape, analysis=analysis, val=val, calib=calib, meter=meter,
                   latency_ratio=a.latency_target, baseline_ms=ref.p10_ms, threads=defaults.torch_threads)

@@ -12,15 +12,9 @@ import time
 
 import torch
 
-from edgeprune.config import CompileConfig
-from edgeprune.data import load_data
-from edgeprune.export.onnx import export_verified
-from edgeprune.latency import Artifact, LocalMeter, get_backend
-from edgeprune.model.load import load_model
-from edgeprune.model.prune import analyse
+from bench_common import evaluation_setup
 from edgeprune.search.evaluate import CandidateEvaluator
 from edgeprune.search.space import SearchSpace
-from edgeprune.targets import load_target
 
 
 def main() -> None:
@@ -31,19 +25,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="evaluations per keep level")
     ap.add_argument("--keep", default="0.5,0.75", help="uniform keep fractions to evaluate")
     a = ap.parse_args()
-    defaults = CompileConfig(model=a.model)
-    torch.set_num_threads(defaults.torch_threads)
-    profile = load_target(a.target)
-    loaded = load_model(a.model)
-    data = load_data(a.data)
-    shape = loaded.input_shape
-    calib = data.calib[0][: defaults.calib_samples]
-    val = (data.val[0][: defaults.search_val_samples], data.val[1][: defaults.search_val_samples])
-    base, _, _ = export_verified(loaded.model, shape, calib[:16])
-    runtime = "onnxruntime" if profile.backend == "auto" else profile.backend
-    meter = LocalMeter(get_backend(runtime, profile), Artifact(base), calib[:1].numpy(), profile.measurement, profile.where())
-    ref = meter.baseline()
-    analysis = analyse(loaded.model, shape, round_to=profile.round_to)
+    st = evaluation_setup(a.model, a.data, a.target)
+    profile, loaded, calib, val, ref = st.profile, st.loaded, st.calib, st.val, st.ref
+    shape, meter, analysis = st.shape, st.meter, st.analysis
     ev = CandidateEvaluator(loaded.model, shape, analysis, val, calib, meter, 0.5, ref.p10_ms)
     space = SearchSpace(analysis.groups)
     rows: dict[str, list[float]] = {}
