@@ -337,10 +337,13 @@ def test_gate_values_are_validated(tiny_ckpt):
 
 
 def test_int8_is_checked_by_accuracy_measured_and_deployed_only_when_it_pays(tiny_ckpt, profile, tmp_path):
-    r = compile_model(cfg(tiny_ckpt, profile, tmp_path / "a", quantize="int8", int8_max_drop=1.0),
-                      opener=Opener(runtime="onnxruntime", int8_speedup=2.0))
+    r = compile_model(cfg(tiny_ckpt, profile, tmp_path / "a", quantize="int8", int8_max_drop=1.0, min_accuracy=0.0,
+                          max_latency_ms=100.0), opener=Opener(runtime="onnxruntime", int8_speedup=2.0))
     q = r.report["quantized"]
     assert q["deployed"] and "faster" in q["reason"]
+    gates = {g["name"]: g["value"] for g in r.report["gates"]}  # the gates judge the deployed INT8 form
+    assert gates["min_accuracy"] == q["check"]["int8_accuracy"]
+    assert gates["max_latency_ms"] == q["latency"]["median_ms"] != r.report["final"]["latency"]["median_ms"]
     assert q["latency"]["ratio_to_baseline"] < r.report["final"]["latency"]["ratio_to_baseline"]
     assert 0 <= q["check"]["int8_accuracy"] <= 1 and q["check"]["samples"] > 0
     manifest = json.loads((tmp_path / "a" / "tiny" / "manifest.json").read_text())
