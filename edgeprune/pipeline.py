@@ -21,8 +21,8 @@ from edgeprune.deploy.stage import deploy
 from edgeprune.errors import (DeviceError, EdgePruneError, InfeasibleTargetError, Interrupted, RunStoreError,
                               VerificationError)
 from edgeprune.latency.where import open_meters
+from edgeprune.model.depth import dropped_blocks
 from edgeprune.model.evaluate import accuracy
-from edgeprune.model.prune import dropped_blocks
 from edgeprune.progress import RecordingReporter, Reporter
 from edgeprune.report import build_report, write_failure, write_success
 from edgeprune.search.agents import make_agent
@@ -58,11 +58,11 @@ def _open_run(store: RunStore, inputs: Inputs) -> str:
         legacy = LEGACY.for_channels(inputs.shape[0])
         old = dict(old, normalisation={"mean": list(legacy.mean), "std": list(legacy.std)})
     keys = CompileConfig.SEARCH_KEYS + ("model_sha256", "normalisation")
-    # A run stored before a search-speed setting existed goes on with today's value of it; one stored before
-    # depth pruning existed searched widths only.
-    added = ("search_bn_samples", "early_stop")
-    old = dict({"depth": False, "quantize_in_search": False}, **old)
-    diff = [k for k in keys if old.get(k) != config.get(k) and not (k in added and k not in old)]
+    # Settings a run stored before they existed lacks: it searched widths only, measured the float form, and
+    # goes on with today's evaluation speed-ups.
+    old = {"depth": False, "quantize_in_search": False, "search_bn_samples": config["search_bn_samples"],
+           "early_stop": config["early_stop"], **old}
+    diff = [k for k in keys if old.get(k) != config.get(k)]
     if diff:
         raise RunStoreError(f"run {cfg.resume} was started with different settings ({', '.join(diff)}); "
                             "resume with the same model, data, normalisation, target, agent, seed and latency "

@@ -133,6 +133,16 @@ def removable_blocks(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[st
     return tuple(found)
 
 
+def block_entries(names) -> list:
+    """Pruning-history entries that drop the named blocks (after the channel entries)."""
+    return [[BLOCK + n, False, []] for n in names]
+
+
+def dropped_blocks(history: list) -> list[str]:
+    """The blocks a pruning history drops, by module name."""
+    return [str(n)[len(BLOCK):] for n, _, _ in history if str(n).startswith(BLOCK)]
+
+
 def drop_blocks(model: nn.Module, names) -> nn.Module:
     """Replace each named block of ``model`` by ``nn.Identity`` in place; returns ``model``."""
     for name in names:

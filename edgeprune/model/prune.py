@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import UnsupportedLayerError
-from edgeprune.model.depth import BLOCK, drop_blocks
+from edgeprune.model.depth import BLOCK, block_entries, drop_blocks, dropped_blocks
 
 # Leaf modules whose channels Torch-Pruning can follow; anything else with parameters is reported.
 _SUPPORTED_PARAM_LEAVES = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.PReLU)
@@ -548,13 +548,7 @@ def prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis,
     sync_attention(pruned)
     history = [[str(n), bool(out), [int(i) for i in idxs]] for n, out, idxs in dg.pruning_history()]
     drop_blocks(pruned, dropped)
-    history += [[BLOCK + b, False, []] for b in dropped]
-    return pruned, history
-
-
-def dropped_blocks(history: list) -> list[str]:
-    """The blocks a pruning history drops, by module name."""
-    return [str(n)[len(BLOCK):] for n, _, _ in history if str(n).startswith(BLOCK)]
+    return pruned, history + block_entries(dropped)
 
 
 def group_importances(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis) -> list:

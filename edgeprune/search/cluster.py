@@ -51,7 +51,7 @@ def group_features(model, input_shape: tuple[int, ...], analysis) -> np.ndarray:
     from edgeprune.model.prune import group_importances
 
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    blocks = tuple(getattr(analysis, "blocks", ()))
+    blocks = analysis.blocks
     depth = np.array([order[g.name] for g in analysis.groups] + [order[b] for b in blocks])
     widths = np.array([g.full for g in analysis.groups] + [1] * len(blocks))
     hist = importance_features(group_importances(model, input_shape, analysis))

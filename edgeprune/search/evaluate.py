@@ -31,9 +31,9 @@ class CandidateEvaluator:
     Speed (docs/benchmarks.md, *One candidate evaluation*): BN statistics are re-estimated from the first
     ``bn_samples`` calibration images (None: all of ``calib``); accuracy runs on the exported, simplified
     ONNX model in ONNX Runtime with ``threads`` threads (``accuracy_on="torch"``, or a CUDA ``device``: in
-    eager torch, on that device), and stops early (``early``) once the candidate is clearly below the incumbent's accuracy (``bar`` given to
-    ``evaluate_many``, from the search loop). With ``quantize`` the measured form is the INT8 model (its
-    accuracy in ONNX Runtime, its latency).
+    eager torch, on that device), and stops early (``early``) once the candidate is clearly below the
+    incumbent's accuracy (``bar`` given to ``evaluate_many``, from the search loop). With ``quantize`` the
+    measured form is the INT8 model (its accuracy in ONNX Runtime, its latency).
     """
 
     model: nn.Module

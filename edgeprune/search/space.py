@@ -37,11 +37,6 @@ class SearchSpace:
         (``block_dim``), in the order ``prune`` reads a candidate's widths."""
         return cls(tuple(analysis.groups) + tuple(block_dim(b) for b in analysis.blocks), features, base_macs)
 
-    @property
-    def blocks(self) -> tuple[str, ...]:
-        """Module names of the block dimensions, in order."""
-        return tuple(g.name[len(BLOCK):] for g in self.groups if g.name.startswith(BLOCK))
-
     def full(self) -> Candidate:
         return Candidate(tuple(g.full for g in self.groups), (1.0,) * self.dim, "full")
 

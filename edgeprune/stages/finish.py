@@ -12,7 +12,8 @@ from edgeprune.latency.artifact import Artifact
 from edgeprune.latency.meter import Meter, Pair
 from edgeprune.model.evaluate import accuracy, count_macs_params
 from edgeprune.model.finetune import TrainConfig, train
-from edgeprune.model.prune import channel_counts, dropped_blocks
+from edgeprune.model.depth import dropped_blocks
+from edgeprune.model.prune import channel_counts
 from edgeprune.verify import Verdict
 
 FINAL_VERIFY_SAMPLES = 200  # calibration images compared between ONNX Runtime and PyTorch
