@@ -331,6 +331,10 @@ def targets_cmd() -> None:
 
 cli.add_command(device_group)
 
+from edgeprune.cli_calibrate import calibrate_cmd  # noqa: E402 - needs _model_input_options above
+
+cli.add_command(_model_input_options(calibrate_cmd))
+
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""

@@ -1,0 +1,326 @@
+"""A per-target latency predictor: measured kernel tables, interpolated over widths, and a per-model fit.
+
+How (nn-Meter's kernel-level idea, on this project's measurement rules):
+
+1. **Kernel table** (``KernelTable``): the latency of each conv / depthwise conv / linear layer the model
+   uses, as a stand-alone ONNX graph (layer + bias + ReLU), measured on the target's runtime interleaved in
+   rounds with an empty model whose time (a run's fixed cost) is subtracted: ms = p10(kernel) − p10(empty).
+   One table per (target, runtime, runtime version, threads), a JSON-lines file under
+   ``calibration/<target>/`` appended kernel by kernel, so an interrupted calibration resumes and a kernel
+   another model already needed is not measured again.
+2. **Grid** (``LatencyPredictor``): for each layer of the model (``kernels.Slot``), the table holds its
+   kernel on a grid of input × output channel counts spanning what the search space allows (``grid``
+   values per axis, multiples of ``round_to``); a candidate's layer is interpolated bilinearly between the
+   grid's corners (conv time is close to affine in cin, cout and cin·cout at fixed spatial size).
+3. **Fit**: a model runs more than its convs (adds, pooling, layout reorders, the run's overhead), and a
+   stand-alone kernel pays input/output costs a fused graph does not, so the candidate's latency is
+   ``a + b · Σ kernels``, with ``a``, ``b`` least-squares fitted on whole candidates measured the usual way
+   (interleaved with the baseline). Without a fit, ``a`` is the empty model's time and ``b`` 1: the pure
+   kernel sum. The predicted *ratio* to the baseline (what latency targets are stated in) is
+   ``predict(c) / predict(full)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from edgeprune.latency.kernels import DW, Kernel, KernelMap, Slot, empty_onnx, kernel_onnx
+from edgeprune.latency.timing import interleave
+
+ENV_DIR = "EDGEPRUNE_CALIBRATION"
+FORMAT = 1
+
+
+def calibration_dir(explicit: str | Path | None = None) -> Path:
+    """Where tables live: ``explicit``, else ``$EDGEPRUNE_CALIBRATION``, else ``./calibration``."""
+    return Path(explicit or os.environ.get(ENV_DIR) or "calibration")
+
+
+@dataclass(frozen=True)
+class TableConditions:
+    """What a kernel table's numbers hold for: the target profile, runtime and version, intra-op threads,
+    and where it was measured (a stand-in's tables say so in ``where`` and in their folder's name)."""
+
+    target: str
+    runtime: str
+    version: str
+    threads: int
+    where: str
+    stand_in: bool = False
+
+    def folder(self) -> str:
+        prefix = "standin-" if self.stand_in else ""
+        return f"{prefix}{self.runtime}-{self.version}-t{self.threads}"
+
+
+class KernelTable:
+    """Measured kernel latencies (ms, run overhead subtracted) for one set of ``TableConditions``, kept in
+    ``root/<target>/<folder>/kernels.jsonl`` (a header line, then one line per kernel)."""
+
+    def __init__(self, root: Path, cond: TableConditions):
+        self.cond = cond
+        self.dir = Path(root) / cond.target / cond.folder()
+        self.path = self.dir / "kernels.jsonl"
+        self.ms: dict[str, float] = {}
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a killed calibration: that kernel is measured again
+                if "key" in row:
+                    self.ms[row["key"]] = float(row["ms"])
+
+    def __contains__(self, k: Kernel) -> bool:
+        return k.key in self.ms
+
+    def __getitem__(self, k: Kernel) -> float:
+        return self.ms[k.key]
+
+    def __len__(self) -> int:
+        return len(self.ms)
+
+    def add(self, k: Kernel, ms: float, **stats) -> None:
+        """Record one kernel and append it to the file at once (a killed run keeps what it measured)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        new = not self.path.is_file()
+        with self.path.open("a") as f:
+            if new:
+                f.write(json.dumps({"format": FORMAT, "conditions": self.cond.__dict__}) + "\n")
+            f.write(json.dumps({"key": k.key, "ms": ms, **stats}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.ms[k.key] = ms
+
+
+# Layout conversions ONNX Runtime puts around a stand-alone conv (NCHW <-> blocked NCHWc): inside a model
+# they run once at its edges, not per layer, so a kernel's time excludes them (the fit's ``a`` has them).
+LAYOUT_OPS = ("ReorderInput", "ReorderOutput")
+
+
+@dataclass(frozen=True)
+class KernelTimer:
+    """Times stand-alone kernels on this machine with a latency backend.
+
+    ONNX Runtime (``backend.name == "onnxruntime"``): the layer's own node time from ONNX Runtime's profiler
+    (the mean over ``runs`` runs after ``warmup``), without the layout reorders around it — a layer's cost
+    as it runs inside a model. Other backends: the whole stand-alone model, timed in ``rounds`` rounds of
+    ``per_round`` runs interleaved with the empty model, minus the empty model's time (p10 each).
+    """
+
+    backend: object
+    threads: int = 1
+    rounds: int = 6
+    per_round: int = 20
+    warmup: int = 10
+    runs: int = 100
+    percentile: float = 10.0
+
+    def time(self, kernels: Iterable[Kernel]) -> Iterable[tuple[Kernel, float, dict]]:
+        """Yield (kernel, ms, stats) as each is measured."""
+        if getattr(self.backend, "name", "") == "onnxruntime":
+            yield from self._profiled(kernels)
+            return
+        eb, ex = empty_onnx()
+        empty = self.backend.open(eb, ex, threads=self.threads)
+        for k in kernels:
+            kb, kx = kernel_onnx(k)
+            run = self.backend.open(kb, kx, threads=self.threads)
+            t_e, t_k = interleave([empty, run], self.rounds, self.per_round, self.warmup)
+            pe, pk = float(np.percentile(t_e, self.percentile)), float(np.percentile(t_k, self.percentile))
+            yield k, max(pk - pe, 0.0), {"p10_ms": pk, "empty_ms": pe, "median_ms": float(np.median(t_k)),
+                                         "method": "interleaved"}
+
+    def _profiled(self, kernels):
+        import tempfile
+
+        import onnxruntime as ort
+
+        for k in kernels:
+            kb, kx = kernel_onnx(k)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = self.threads, 1
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.log_severity_level = 3
+            with tempfile.TemporaryDirectory() as d:
+                so.enable_profiling = True
+                so.profile_file_prefix = os.path.join(d, "kernel")
+                sess = ort.InferenceSession(kb, so, providers=["CPUExecutionProvider"])
+                feed = {sess.get_inputs()[0].name: kx}
+                for _ in range(self.warmup + self.runs):
+                    sess.run(None, feed)
+                with open(sess.end_profiling()) as f:
+                    events = json.load(f)
+            per_run: dict[str, list[float]] = {}
+            for e in events:
+                op = e.get("args", {}).get("op_name", "")
+                if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and op not in LAYOUT_OPS:
+                    per_run.setdefault(e["name"], []).append(e["dur"] / 1e3)  # µs → ms
+            # The profiler counts whole µs: a mean over runs resolves below that, a percentile would not.
+            times = np.sum([v[self.warmup:] for v in per_run.values()], axis=0)
+            yield k, float(np.mean(times)), {"median_ms": float(np.median(times)), "method": "profiled",
+                                             "runs": int(times.size)}
+
+
+def _axis(lo: int, hi: int, n: int, align: int) -> tuple[int, ...]:
+    """Up to ``n`` channel counts from ``lo`` to ``hi`` (both included), multiples of ``align`` between."""
+    if hi <= lo or n < 2:
+        return (hi,)
+    inner = np.linspace(lo, hi, n)[1:-1]
+    vals = {lo, hi} | {int(max(lo, min(hi, round(v / align) * align))) for v in inner}
+    return tuple(sorted(vals))
+
+
+def _bracket(axis: tuple[int, ...], v: float) -> tuple[int, int, float]:
+    """Indices (i, j) of the grid values around ``v`` and the weight of ``j`` (clamped at the ends)."""
+    if v <= axis[0] or len(axis) == 1:
+        return 0, 0, 0.0
+    if v >= axis[-1]:
+        return len(axis) - 1, len(axis) - 1, 0.0
+    j = int(np.searchsorted(axis, v))
+    i = j - 1
+    return i, j, (v - axis[i]) / (axis[j] - axis[i])
+
+
+@dataclass(frozen=True)
+class SlotGrid:
+    """One layer's grid: its channel axes (cout follows cin for a depthwise conv)."""
+
+    slot: Slot
+    cin: tuple[int, ...]
+    cout: tuple[int, ...]
+
+    def points(self) -> list[Kernel]:
+        if self.slot.full.op == DW:
+            return [self.slot.full.with_channels(c, c) for c in self.cin]
+        return [self.slot.full.with_channels(ci, co) for ci in self.cin for co in self.cout]
+
+    def value(self, table: KernelTable, cin: int, cout: int) -> float:
+        k = self.slot.full
+        i, j, t = _bracket(self.cin, cin)
+        if k.op == DW:
+            return (1 - t) * table[k.with_channels(self.cin[i], 0)] + t * table[k.with_channels(self.cin[j], 0)]
+        p, q, u = _bracket(self.cout, cout)
+
+        def at(a, b):
+            return table[k.with_channels(self.cin[a], self.cout[b])]
+
+        return ((1 - t) * ((1 - u) * at(i, p) + u * at(i, q)) + t * ((1 - u) * at(j, p) + u * at(j, q)))
+
+
+@dataclass
+class LatencyPredictor:
+    """Predicts a candidate's latency (ms, and ratio to the unpruned model) from its widths.
+
+    ``kmap`` gives each candidate's kernels, ``grids`` each layer's channel grid, ``table`` their measured
+    times; ``a`` (ms) and ``b`` the fit (see the module's docstring), ``fitted`` whether it came from
+    measured candidates.
+    """
+
+    kmap: KernelMap
+    grids: tuple[SlotGrid, ...]
+    table: KernelTable
+    a: float = 0.0
+    b: float = 1.0
+    fitted: bool = False
+    samples: list = field(default_factory=list)  # [(kernel sum ms, measured ms)] the fit used
+
+    @classmethod
+    def for_model(cls, kmap: KernelMap, table: KernelTable, *, grid: int = 5, align: int = 8) -> "LatencyPredictor":
+        grids = []
+        for s in kmap.slots:
+            (ci0, ci1), (co0, co1) = kmap.channel_range(s)
+            grids.append(SlotGrid(s, _axis(ci0, ci1, grid, align), _axis(co0, co1, grid, align)))
+        return cls(kmap, tuple(grids), table)
+
+    def missing(self) -> list[Kernel]:
+        """Grid kernels the table lacks (distinct, in slot order)."""
+        seen, out = set(), []
+        for g in self.grids:
+            for k in g.points():
+                if k.key not in seen and k not in self.table:
+                    seen.add(k.key)
+                    out.append(k)
+        return out
+
+    def calibrate(self, timer: KernelTimer, progress: Callable[[int, int, Kernel, float], None] | None = None) -> int:
+        """Measure the grid kernels the table lacks (appended to its file one by one); returns how many."""
+        todo = self.missing()
+        for n, (k, ms, stats) in enumerate(timer.time(todo), 1):
+            self.table.add(k, ms, **stats)
+            if progress:
+                progress(n, len(todo), k, ms)
+        if not self.a and not self.fitted:
+            self.a = self._empty_ms()
+        return len(todo)
+
+    def _empty_ms(self) -> float:
+        """A run's fixed cost when the table's kernels were timed as whole stand-alone models (their rows
+        carry the empty model's time); 0 for profiled kernels, which never included it."""
+        try:
+            rows = [json.loads(line) for line in self.table.path.read_text().splitlines()[1:] if line.strip()]
+        except (OSError, ValueError):
+            return 0.0
+        empty = [r["empty_ms"] for r in rows if "empty_ms" in r]
+        return float(np.median(empty)) if empty else 0.0
+
+    def kernel_sum(self, widths) -> float:
+        """Σ over the candidate's layers of their interpolated kernel times (ms)."""
+        by_name = {g.slot.name: g for g in self.grids}
+        n = len(self.kmap.full)
+        w = np.asarray(widths[:n], dtype=float)
+        drop = [int(v) == 0 for v in widths[n:]]
+        cut = np.asarray(self.kmap.full, dtype=float) - w
+        total = 0.0
+        for s in self.kmap.slots:
+            if s.block is not None and s.block < len(drop) and drop[s.block]:
+                continue
+            total += by_name[s.name].value(self.table, *s.channels(cut))
+        return total
+
+    def predict_ms(self, widths) -> float:
+        return self.a + self.b * self.kernel_sum(widths)
+
+    def full_widths(self) -> tuple[int, ...]:
+        return tuple(self.kmap.full) + (1,) * len(self.kmap.blocks)
+
+    def predict_ratio(self, widths) -> float:
+        """Predicted latency of ``widths`` / predicted latency of the unpruned model."""
+        return self.predict_ms(widths) / self.predict_ms(self.full_widths())
+
+    def fit(self, samples: list[tuple[tuple[int, ...], float]]) -> None:
+        """Fit ``a``, ``b`` to measured candidates: ``[(widths, measured ms)]`` (≥ 2, one may be the
+        baseline). ``b`` is kept positive (a latency cannot fall as kernels grow)."""
+        sums = np.array([self.kernel_sum(w) for w, _ in samples])
+        ms = np.array([m for _, m in samples])
+        if len(samples) < 2 or np.ptp(sums) <= 0:
+            raise ValueError("a fit needs at least two measured candidates with different kernels")
+        b, a = np.polyfit(sums, ms, 1)
+        if b <= 0:
+            b, a = float(ms.mean() / sums.mean()), 0.0
+        self.a, self.b, self.fitted = float(a), float(b), True
+        self.samples = [(float(s), float(m)) for s, m in zip(sums, ms)]
+
+    def to_dict(self) -> dict:
+        return {"a_ms": self.a, "b": self.b, "fitted": self.fitted, "samples": self.samples,
+                "kernels": len(self.table), "grid_points": sum(len(g.points()) for g in self.grids),
+                "layers": len(self.grids), "signature": self.kmap.signature()}
+
+
+def within(predicted: Iterable[float], measured: Iterable[float], tol: float = 0.10) -> dict:
+    """Accuracy of predicted vs measured values (ratios): the fraction within ±``tol`` of the measured value,
+    the median and largest relative error."""
+    p, m = np.asarray(list(predicted), float), np.asarray(list(measured), float)
+    err = np.abs(p - m) / m
+    return {"n": int(err.size), "within": float((err <= tol).mean()) if err.size else float("nan"),
+            "tolerance": tol, "median_error": float(np.median(err)) if err.size else float("nan"),
+            "max_error": float(err.max()) if err.size else float("nan")}
