@@ -85,6 +85,11 @@ def cli() -> None:
               help="Stop a candidate's accuracy early once it is clearly below the best feasible one so far.")
 @click.option("--depth/--no-depth", default=False, show_default=True,
               help="Also search which residual blocks (identity shortcut) to drop whole, beside the widths.")
+@click.option("--latency-screen", default=None, metavar="MARGIN", callback=_fraction,
+              help="Skip proposals the latency predictor puts above the target by more than MARGIN (0.15 or 15%) "
+                   "without evaluating them; kernel tables are measured on first use (edgeprune calibrate).")
+@click.option("--calibration-dir", default=None, type=click.Path(file_okay=False),
+              help="Kernel tables of the latency predictor (default: $EDGEPRUNE_CALIBRATION, else ./calibration).")
 @click.option("--finetune-epochs", default=4, show_default=True, type=int)
 @click.option("--distill", is_flag=True, help="Fine-tune with knowledge distillation from the original model.")
 @click.option("--resume", default=None, metavar="RUN", help="Continue run RUN from OUT/runs.sqlite.")
@@ -162,7 +167,7 @@ PROJECT_OPTIONS = {"target": str, "latency_target": str, "out": str, "data": str
                    "verify_device": str, "tune_trials": int, "accept_closest": bool, "max_latency_ms": float,
                    "min_accuracy": float, "max_accuracy_drop": float, "quantize": str, "int8_max_drop": float,
                    "search_bn_samples": int, "early_stop": bool, "depth": bool,
-                   "quantize_in_search": bool}
+                   "quantize_in_search": bool, "latency_screen": float, "calibration_dir": str}
 PROJECT_PATHS = {"out": None, "data": lambda v: v not in ("shapes", "shapes-hard", "digits"), "target": lambda v: v.endswith(".toml")}
 
 

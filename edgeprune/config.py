@@ -84,6 +84,9 @@ class CompileConfig:
     quantize: str | None = None  # "int8": ONNX Runtime static quantization of the final model
     int8_max_drop: float = 0.01  # INT8 is deployed only when it loses at most this accuracy (fraction)
     quantize_in_search: bool = False  # measure each candidate's INT8 form (needs quantize="int8")
+    # Latency screen (search.screen): proposals predicted above target x (1 + this) are not evaluated.
+    latency_screen: float | None = None
+    calibration_dir: str | None = None  # kernel tables (None: $EDGEPRUNE_CALIBRATION, else ./calibration)
     project_config: str | None = None  # the edgeprune.toml / pyproject.toml some of these came from
 
     def __post_init__(self):
@@ -122,6 +125,8 @@ class CompileConfig:
             raise EdgePruneError("--int8-max-drop is a fraction in [0, 1] (0.01, or 1%)")
         if self.search_val_samples < 10 or self.calib_samples < 10:
             raise EdgePruneError("search_val_samples and calib_samples must be at least 10")
+        if self.latency_screen is not None and not 0 <= self.latency_screen <= 10:
+            raise EdgePruneError("--latency-screen is a margin over the target, a fraction such as 0.15 (15%)")
         if self.search_bn_samples is not None and self.search_bn_samples < 10:
             raise EdgePruneError("search_bn_samples must be at least 10 (or None: all calib_samples)")
 
@@ -137,7 +142,7 @@ class CompileConfig:
     # Settings that define the search; a resumed run must match them (budget may grow). The pipeline also
     # compares the normalisation the run resolved (from --normalize, the checkpoint or the model's config).
     SEARCH_KEYS = ("target", "latency_target", "data", "agent", "seed", "arch", "arch_kwargs", "search_val_samples",
-                   "calib_samples", "search_bn_samples", "early_stop", "depth", "quantize_in_search",
+                   "calib_samples", "search_bn_samples", "early_stop", "depth", "quantize_in_search", "latency_screen",
                    "clusters", "batch", "measure_on", "device_key")
 
 

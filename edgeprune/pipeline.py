@@ -29,6 +29,7 @@ from edgeprune.search.agents import make_agent
 from edgeprune.search.accuracy import EarlyStop
 from edgeprune.search.evaluate import CandidateEvaluator
 from edgeprune.search.loop import run_search
+from edgeprune.stages.calibrate import open_screen
 from edgeprune.search.select import select
 from edgeprune.search.store import RunStore
 from edgeprune.stages.analyse import analyse_model
@@ -122,8 +123,14 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
                                             latency_ratio=baseline.ratio, **agent_options(cfg))
         if agent.constraint == "latency" and not store.evaluations(run_id):
             check_reachable(evaluator, analysed.smallest(), baseline.ratio, rep)
+        screen = None
+        if cfg.latency_screen is not None:
+            screen = state["screen"] = open_screen(inputs, analysed, meter, baseline, agent, rep)
         state["base_accuracy"] = accuracy(model, *data.val, device=inputs.train_device)
-        outcome = state["outcome"] = _search(agent, evaluator, store, run_id, cfg, rep)
+        outcome = state["outcome"] = _search(agent, evaluator, store, run_id, cfg, rep, screen)
+        if screen is not None:
+            rep.info(f"latency screen: {screen.screened} proposals predicted above "
+                     f"{screen.target * (1 + screen.margin):.3f}x were not evaluated")
         selection = state["selection"] = select(outcome.evaluations, evaluator, agent, ratio=baseline.ratio,
                                                 rounds=inputs.plan.profile.measurement.final_rounds)
         chosen = _check_selection(selection, outcome, baseline, cfg)
@@ -205,9 +212,9 @@ def _check_final(pair, ratio: float, chosen, cfg: CompileConfig, rep, *, form: s
     rep.warn(f"{msg}; --accept-closest: deploying it")
 
 
-def _search(agent, evaluator, store: RunStore, run_id: str, cfg: CompileConfig, rep):
+def _search(agent, evaluator, store: RunStore, run_id: str, cfg: CompileConfig, rep, screen=None):
     try:
-        return run_search(agent, evaluator, store, run_id, cfg.budget, rep)
+        return run_search(agent, evaluator, store, run_id, cfg.budget, rep, screen)
     except DeviceError as e:
         n = len(store.evaluations(run_id))
         raise DeviceError(f"{e}. {n} evaluations are stored in {store.path}; when the devices are back, continue "
@@ -246,7 +253,7 @@ def _report(status, reason, inputs, run_id, t_start, state, rep):
                         base_accuracy=state.get("base_accuracy"), agent=state.get("agent"),
                         outcome=state.get("outcome"), selection=state.get("selection"), final=state.get("final"),
                         deployment=state.get("deployment"), gates=state.get("gates", ()),
-                        quantized=state.get("quantized"), warnings_seen=rep.warnings)
+                        quantized=state.get("quantized"), screen=state.get("screen"), warnings_seen=rep.warnings)
 
 
 def _verify_pool(cfg: CompileConfig, inputs: Inputs):

@@ -7,8 +7,13 @@ from dataclasses import dataclass
 
 from edgeprune.search.agents import Agent
 from edgeprune.search.evaluate import CandidateEvaluator
+from edgeprune.search.screen import LatencyScreen
 from edgeprune.search.store import RunStore
 from edgeprune.types import Candidate, EvalResult, Evaluation
+
+
+# Screened proposals allowed per unit of budget before they count against the ask limit (4 per unit).
+SCREEN_CAP = 20
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,7 @@ def most_accurate(evaluations, agent: Agent) -> list[Evaluation]:
 
 
 def run_search(agent: Agent, evaluator: CandidateEvaluator, store: RunStore, run_id: str, budget: int,
-               reporter) -> SearchOutcome:
+               reporter, screen: LatencyScreen | None = None) -> SearchOutcome:
     """Ask/evaluate/tell until ``budget`` distinct candidates are evaluated or the agent stops.
 
     A resumed run first tells the agent every stored evaluation, in order, without re-measuring it; agents
@@ -37,7 +42,14 @@ def run_search(agent: Agent, evaluator: CandidateEvaluator, store: RunStore, run
     (bounded, so an agent stuck on one point cannot loop forever). With several devices, an agent's batch
     (``agent.batch`` proposals) is measured in parallel. Each batch is evaluated against the best feasible
     accuracy so far, so a candidate clearly below it stops its accuracy early (``search.accuracy``).
+
+    With a ``screen`` (and an agent that takes ``tell_screened``), a proposal predicted far over the
+    latency target is not evaluated (``search.screen``); screened proposals are stored with the number of
+    evaluations before them, and a resumed run tells them again in the same order.
     """
+    # The screen predicts latency: agents constrained by MACs (bo-flops) are not screened.
+    screening = (screen is not None and hasattr(agent, "tell_screened")
+                 and getattr(agent, "constraint", "latency") == "latency")
     evaluations: list[Evaluation] = []
     evaluated_now = 0
     t0 = time.perf_counter()
@@ -47,14 +59,26 @@ def run_search(agent: Agent, evaluator: CandidateEvaluator, store: RunStore, run
 
     def record(e: Evaluation) -> None:
         seen.setdefault(e.candidate.key, e.result)
+        if screening:
+            screen.observe(e.candidate, e.result)
         agent.tell(e.candidate, e.result)
         evaluations.append(e)
         ranked = most_accurate(evaluations, agent)
         reporter.search_step(e.index, e.candidate, e.result, e.reused, ranked[0].result if ranked else None)
 
+    pending_screened = list(store.screened(run_id)) if screening else []
+
+    def replay_screened(upto: int) -> None:
+        while pending_screened and pending_screened[0][0] <= upto:
+            _, cand, predicted = pending_screened.pop(0)
+            agent.tell_screened(cand, predicted)
+            screen.screened += 1
+
     try:
         for idx, cand, result in stored[:budget]:
+            replay_screened(idx)
             record(Evaluation(idx, cand, result, True))
+        replay_screened(len(evaluations))
         asks = 0
         parallel = agent.batch if evaluator.meter.parallel > 1 else 1
         while len(evaluations) < budget and asks < 4 * budget:
@@ -66,6 +90,13 @@ def run_search(agent: Agent, evaluator: CandidateEvaluator, store: RunStore, run
                     break
                 if cand.key in seen:
                     agent.tell(cand, seen[cand.key])
+                    continue
+                if screening and (predicted := screen.rejects(cand)) is not None:
+                    agent.tell_screened(cand, predicted)
+                    store.append_screened(run_id, len(evaluations), cand, predicted)
+                    screen.screened += 1
+                    # A screened proposal costs microseconds, not an evaluation: it gets its own, larger cap.
+                    asks -= screen.screened <= SCREEN_CAP * budget
                     continue
                 if all(c.key != cand.key for c in batch):
                     batch.append(cand)

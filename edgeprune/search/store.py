@@ -19,6 +19,9 @@ CREATE TABLE IF NOT EXISTS meta (run_id TEXT, key TEXT, value TEXT, PRIMARY KEY 
 CREATE TABLE IF NOT EXISTS evaluations (
     run_id TEXT, idx INTEGER, key TEXT, candidate TEXT, result TEXT, created REAL,
     PRIMARY KEY (run_id, idx));
+CREATE TABLE IF NOT EXISTS screened (
+    run_id TEXT, seq INTEGER, pos INTEGER, key TEXT, candidate TEXT, predicted REAL, created REAL,
+    PRIMARY KEY (run_id, seq, pos));
 """
 
 
@@ -77,3 +80,18 @@ class RunStore:
         rows = self.db.execute("SELECT idx, candidate, result FROM evaluations WHERE run_id = ? ORDER BY idx",
                                (run_id,)).fetchall()
         return [(i, Candidate.from_dict(json.loads(c)), EvalResult.from_dict(json.loads(r))) for i, c, r in rows]
+
+    def append_screened(self, run_id: str, seq: int, candidate: Candidate, predicted: float) -> None:
+        """A proposal the latency screen rejected after ``seq`` evaluations (``predicted``: its ratio)."""
+        with self.db:
+            pos = self.db.execute("SELECT COUNT(*) FROM screened WHERE run_id = ? AND seq = ?",
+                                  (run_id, seq)).fetchone()[0]
+            self.db.execute("INSERT INTO screened VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (run_id, seq, pos, candidate.key, json.dumps(candidate.to_dict()), predicted,
+                             time.time()))
+
+    def screened(self, run_id: str) -> list[tuple[int, Candidate, float]]:
+        """The screened proposals in the order they came: (evaluations before it, candidate, predicted)."""
+        rows = self.db.execute("SELECT seq, candidate, predicted FROM screened WHERE run_id = ? ORDER BY seq, pos",
+                               (run_id,)).fetchall()
+        return [(q, Candidate.from_dict(json.loads(c)), float(p)) for q, c, p in rows]

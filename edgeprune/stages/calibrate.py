@@ -181,3 +181,32 @@ def calibrate(cfg: CompileConfig, *, root=None, grid: int = 9, fit_samples: int 
         return result
     finally:
         meters.close()
+
+
+def open_screen(inputs, analysed, meter, baseline, agent, rep):
+    """The latency screen of a compile run (``--latency-screen``): the predictor of this model for the
+    search runtime's table, kernels it lacks measured now (ONNX Runtime on this machine: seconds), fitted on
+    the run's measured evaluations as they come (``search.screen``)."""
+    from edgeprune.errors import EdgePruneError
+    from edgeprune.search.screen import LatencyScreen
+
+    cfg, plan = inputs.cfg, inputs.plan
+    if getattr(agent, "constraint", "latency") != "latency" or not hasattr(agent, "tell_screened"):
+        raise EdgePruneError(f"--latency-screen: agent {agent.name!r} does not take screened proposals "
+                             f"(tell_screened) or is not constrained by latency")
+    runtime = meter.runtime
+    backend = get_backend(runtime, plan.profile)
+    cond = TableConditions(inputs.profile.name, runtime, backend.version(), plan.profile.measurement.threads,
+                           plan.where, plan.stand_in)
+    pred = predictor_for(inputs.loaded.model, inputs.shape, analysed.analysis, cond, root=cfg.calibration_dir,
+                         align=plan.profile.round_to)
+    missing = pred.missing()
+    if missing:
+        if plan.remote is not None or runtime != "onnxruntime":
+            raise EdgePruneError(
+                f"--latency-screen: the kernel table {pred.table.path} lacks {len(missing)} kernels of this model "
+                f"and they cannot be measured here ({runtime}{' over TVM RPC' if plan.remote else ''}); run "
+                f"edgeprune calibrate on the target first, or leave out --latency-screen")
+        rep.info(f"latency screen: measuring {len(missing)} kernels into {pred.table.path}")
+        pred.calibrate(KernelTimer(backend, threads=plan.profile.measurement.threads))
+    return LatencyScreen(pred, baseline.ratio, float(cfg.latency_screen), baseline.reference.p10_ms)

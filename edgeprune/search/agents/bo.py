@@ -96,6 +96,10 @@ class BOAgent(BaseAgent):
         self.keeps: list[np.ndarray] = []  # full keep vectors told
         self.acc: list[float] = []
         self.con: list[float] = []  # constraint value: ratio to the baseline (≤ target is feasible)
+        # Proposals the latency screen rejected (search.screen): their predicted ratio joins the constraint
+        # model only; the accuracy model and the incumbent are measured evaluations alone.
+        self.s_keeps: list[np.ndarray] = []
+        self.s_con: list[float] = []
         self.best, self.since_best, self.phase_start = -math.inf, 0, 0
         self.pending: list[Candidate] = []
         self.history: list[dict] = []  # phase switches, for the report
@@ -121,8 +125,7 @@ class BOAgent(BaseAgent):
         return any(c <= self.target for c in self.con)
 
     def tell(self, candidate: Candidate, result: EvalResult) -> None:
-        keep = np.asarray(candidate.keep if candidate.keep else [w / g.full for w, g in zip(candidate.widths, self.space.groups)])
-        self.keeps.append(keep)
+        self.keeps.append(self._keep_of(candidate))
         if candidate.keep and len(set(candidate.keep)) == 1:  # a uniform strategy narrows the bisection
             # ... by this agent's constraint (bo-flops bisects on MACs).
             self._uniform.tell(candidate, dataclasses.replace(result, feasible=self.feasible(result)))
@@ -135,6 +138,20 @@ class BOAgent(BaseAgent):
             self.best, self.since_best = result.accuracy, 0
         else:
             self.since_best += 1
+
+    def tell_screened(self, candidate: Candidate, predicted_ratio: float) -> None:
+        """A proposal predicted (not measured) at ``predicted_ratio`` of the baseline, over the target."""
+        self.s_keeps.append(self._keep_of(candidate))
+        self.s_con.append(float(predicted_ratio))
+        if candidate.keep and len(set(candidate.keep)) == 1:
+            self._uniform.tell_screened(candidate, predicted_ratio)
+        if candidate.key == self._uniform_out:
+            self._uniform_out = None
+        self.pending = [c for c in self.pending if c.key != candidate.key]
+
+    def _keep_of(self, candidate: Candidate) -> np.ndarray:
+        return np.asarray(candidate.keep if candidate.keep else
+                          [w / g.full for w, g in zip(candidate.widths, self.space.groups)])
 
     def _roll_back_reason(self) -> str | None:
         if self.phase_idx + 1 >= len(self.assignments):
@@ -183,7 +200,8 @@ class BOAgent(BaseAgent):
             self._uniform_out = u.key
             return u
         if n < self.n_init:
-            xs = self._sobol(min(self.batch, self.n_init - n), n)
+            # Screened Sobol points advance the sequence too (the next proposal is a new point).
+            xs = self._sobol(min(self.batch, self.n_init - n), n + len(self.s_keeps))
             self.pending = [self._candidate(x, f"sobol {n + i}") for i, x in enumerate(xs)]
         else:
             how = "" if self.any_feasible else ", feasibility"
@@ -207,8 +225,14 @@ class BOAgent(BaseAgent):
         from linear_operator.utils.warnings import NumericalWarning
 
         n = len(self.keeps)
+        # Seeds follow every tell, screened ones included: a screened proposal is not proposed again.
+        m = n + len(self.s_keeps)
         X = torch.tensor(self.phase.from_full(np.stack(self.keeps)), dtype=torch.double)
         Y = torch.tensor(np.stack([self.acc, self.con], 1), dtype=torch.double)
+        Xc, Yc = X, Y[:, 1:2]
+        if self.s_keeps:
+            Xc = torch.cat([X, torch.tensor(self.phase.from_full(np.stack(self.s_keeps)), dtype=torch.double)])
+            Yc = torch.cat([Yc, torch.tensor(self.s_con, dtype=torch.double)[:, None]])
         d = X.shape[1]
         fit_error = None
         with one_thread(), warnings.catch_warnings():
@@ -221,8 +245,9 @@ class BOAgent(BaseAgent):
             # Near-duplicate strategies make the covariance nearly singular; GPyTorch then adds jitter to the
             # diagonal and warns once per posterior: a handled fallback that filled the terminal with warnings.
             warnings.simplefilter("ignore", NumericalWarning)
-            torch.manual_seed(self.seed * 100_003 + n)
-            models = [SingleTaskGP(X, Y[:, i : i + 1], outcome_transform=Standardize(m=1)) for i in range(2)]
+            torch.manual_seed(self.seed * 100_003 + m)
+            models = [SingleTaskGP(X, Y[:, :1], outcome_transform=Standardize(m=1)),
+                      SingleTaskGP(Xc, Yc, outcome_transform=Standardize(m=1))]
             model = ModelListGP(*models)
             try:
                 fit_gpytorch_mll(SumMarginalLogLikelihood(model.likelihood, model))
@@ -230,7 +255,7 @@ class BOAgent(BaseAgent):
                 fit_error = e
             target = self.target
             constraints = [lambda Z: Z[..., 1] - target]
-            sampler = SobolQMCNormalSampler(torch.Size([128]), seed=self.seed + n)
+            sampler = SobolQMCNormalSampler(torch.Size([128]), seed=self.seed + m)
             if self.any_feasible:
                 acq = qLogNoisyExpectedImprovement(
                     model=model, X_baseline=X.clamp(0, 1), objective=GenericMCObjective(lambda Z, X=None: Z[..., 0]),
@@ -239,7 +264,7 @@ class BOAgent(BaseAgent):
                 acq = qLogProbabilityOfFeasibility(model=model, constraints=constraints, sampler=sampler)
             bounds = torch.stack([torch.zeros(d, dtype=torch.double), torch.ones(d, dtype=torch.double)])
             cand, _ = optimize_acqf(acq, bounds=bounds, q=self.batch, num_restarts=8, raw_samples=256,
-                                    options={"seed": self.seed + n, "maxiter": 100})
+                                    options={"seed": self.seed + m, "maxiter": 100})
         if fit_error is not None:
             self.gp_fit_failures += 1
             warnings.warn(f"{self.name}: GP fit failed at evaluation {n} ({type(fit_error).__name__}: {fit_error}); "
@@ -247,10 +272,10 @@ class BOAgent(BaseAgent):
                           category=GPFitWarning, stacklevel=2)
         xs = cand.detach().numpy()
         # Quantised widths can map a proposal onto an evaluated strategy: nudge it with a Sobol point instead.
-        seen = {self.space.candidate(k.tolist()).key for k in self.keeps}
+        seen = {self.space.candidate(k.tolist()).key for k in self.keeps + self.s_keeps}
         for i, x in enumerate(xs):
             if self._candidate(x, "").key in seen:
-                xs[i] = self._sobol(1, 1000 + n + i)[0]
+                xs[i] = self._sobol(1, 1000 + m + i)[0]
         return xs
 
 

@@ -29,3 +29,7 @@ class RandomAgent(BaseAgent):
 
     def tell(self, candidate: Candidate, result: EvalResult) -> None:
         self.told += 1
+
+    def tell_screened(self, candidate: Candidate, predicted_ratio: float) -> None:
+        """A proposal the latency screen rejected: the sequence moves on as after any told result."""
+        self.told += 1

@@ -29,9 +29,16 @@ class UniformAgent(BaseAgent):
         return None if cand.key in self._tried else cand
 
     def tell(self, candidate: Candidate, result: EvalResult) -> None:
+        self._narrow(candidate, bool(result.feasible))
+
+    def tell_screened(self, candidate: Candidate, predicted_ratio: float) -> None:
+        """A proposal the latency screen rejected: predicted too slow, so the bisection moves down."""
+        self._narrow(candidate, False)
+
+    def _narrow(self, candidate: Candidate, feasible: bool) -> None:
         self._tried.add(candidate.key)
         k = candidate.keep[0] if candidate.keep else 1.0
-        if result.feasible:
+        if feasible:
             self.lo = max(self.lo, k)
         else:
             self.hi = min(self.hi, k)
@@ -42,7 +49,7 @@ class UniformAgent(BaseAgent):
         cand = self.space.candidate([mid] * self.space.dim)
         # Skip midpoints whose widths were already measured: move towards the untried side.
         while cand.key in self._tried and self.hi - self.lo >= self.tol:
-            if result.feasible:
+            if feasible:
                 self.lo = mid
             else:
                 self.hi = mid
