@@ -397,3 +397,27 @@ def test_an_agent_that_proposes_nothing_is_a_clear_exit_3(tiny_ckpt, profile, tm
     monkeypatch.setattr(pipeline, "make_agent", lambda *a, **k: Silent())
     with pytest.raises(InfeasibleTargetError, match="proposed no candidate"):
         compile_model(cfg(tiny_ckpt, profile, tmp_path), opener=Opener())
+
+
+def test_the_latency_screen_skips_proposals_and_a_resumed_run_replays_them(tiny_ckpt, profile, tmp_path):
+    """--latency-screen: kernels are measured on first use (real ONNX Runtime, into --calibration-dir), proposals
+    predicted over the target are stored as screened, not evaluated; a resumed run tells them again first."""
+    from edgeprune.search.store import RunStore
+
+    out, cal = tmp_path / "out", tmp_path / "cal"
+    kw = dict(agent="random", latency_target="0.6x", latency_screen=0.0, calibration_dir=str(cal))
+    first = compile_model(cfg(tiny_ckpt, profile, out, budget=4, **kw), opener=Opener(runtime="onnxruntime"))
+    screen = first.report["search"]["screen"]
+    assert list(cal.glob("fakebox/onnxruntime-*/kernels.jsonl"))
+    store = RunStore(out / "runs.sqlite")
+    stored = store.screened(first.run_id)
+    assert screen["screened"] == len(stored) > 0
+    assert all(p > screen["threshold_ratio"] for _, _, p in stored)
+    evaluated = {tuple(c["widths"]) for c in first.report["candidates"]}
+    assert not evaluated & {c.widths for _, c, _ in stored}
+    more = compile_model(cfg(tiny_ckpt, profile, out, budget=6, resume=first.run_id, overwrite=True, **kw),
+                         opener=Opener(runtime="onnxruntime"))
+    assert more.report["search"]["evaluated_this_session"] == 2
+    assert more.report["search"]["screen"]["screened"] >= len(stored)
+    assert [c.key for _, c, _ in store.screened(more.run_id)][: len(stored)] == [c.key for _, c, _ in stored]
+    store.close()
