@@ -6,6 +6,8 @@ import json
 
 import click
 
+from edgeprune.cli_options import _model_input_options, _shape
+
 
 @click.command("calibrate")
 @click.argument("model", type=click.Path(dir_okay=False))
@@ -26,6 +28,7 @@ import click
               help="Measurements per whole candidate (the median ratio counts).")
 @click.option("--depth/--no-depth", default=False, help="Include keep/drop of residual blocks in the space.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@_model_input_options
 def calibrate_cmd(model, target, data, measure_on, root, grid, fit_samples, holdout, repeats, depth, as_json,
                   arch=None, input_shape=None, trust_model_code=False, normalize=None, arch_kwargs=None,
                   train_device="auto") -> None:
@@ -33,7 +36,6 @@ def calibrate_cmd(model, target, data, measure_on, root, grid, fit_samples, hold
     latency predictor to measured candidates, and report its accuracy on held-back ones."""
     import tempfile
 
-    from edgeprune.cli import _shape
     from edgeprune.config import CompileConfig
     from edgeprune.progress import RichReporter
     from edgeprune.stages.calibrate import calibrate

@@ -499,12 +499,13 @@ def _drop_indices(scores: torch.Tensor, n_drop: int, parts: int) -> list[int]:
 
 
 def prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis,
-          widths: tuple[int, ...]) -> tuple[nn.Module, list]:
+          widths: tuple[int, ...], scores: dict[str, torch.Tensor] | None = None) -> tuple[nn.Module, list]:
     """Return a pruned deep copy of ``model`` with group ``i`` cut to ``widths[i]`` output channels, keeping
     the channels of largest group L1 magnitude, and the pruning history that replays it on a fresh model.
 
     ``widths`` may go on with one entry per ``analysis.blocks`` (0: drop that block, 1: keep it); the
     channels are pruned first, on the whole model, then the dropped blocks are replaced by ``nn.Identity``.
+    ``scores``: per group name, the channel scores to rank by instead of L1 magnitude (GDP's gate values).
 
     Raises ``UnsupportedLayerError`` (one line naming the group) when Torch-Pruning refuses or fails."""
     import torch_pruning as tp
@@ -527,14 +528,17 @@ def prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis,
         if n_prune <= 0:
             continue
         try:
-            with torch.no_grad():
-                scores = importance(group)
-            if name in heads and scores is not None and len(scores) == 3 * full:
-                scores = scores.reshape(3, full).sum(0)  # q, k and v lose the same positions: rank them together
-            if scores is None or len(scores) != full:
-                raise ValueError(f"importance has {None if scores is None else len(scores)} scores for {full} channels")
+            if scores is not None and name in scores:
+                score = torch.as_tensor(scores[name], dtype=torch.float32)
+            else:
+                with torch.no_grad():
+                    score = importance(group)
+            if name in heads and score is not None and len(score) == 3 * full:
+                score = score.reshape(3, full).sum(0)  # q, k and v lose the same positions: rank them together
+            if score is None or len(score) != full:
+                raise ValueError(f"importance has {None if score is None else len(score)} scores for {full} channels")
             # For a fused qkv the indices are q's; Torch-Pruning adds k's and v's (and proj's inputs).
-            idxs = _drop_indices(scores, n_prune, parts.get(name, 1))
+            idxs = _drop_indices(score, n_prune, parts.get(name, 1))
             root = group[0].dep.target.module
             sub = dg.get_pruning_group(root, group[0].dep.handler, idxs)
             if not dg.check_pruning_group(sub):
