@@ -39,6 +39,12 @@ def cli() -> None:
               help="Stop a candidate's accuracy early once it is clearly below the best feasible one so far.")
 @click.option("--depth/--no-depth", default=False, show_default=True,
               help="Also search which residual blocks (identity shortcut) to drop whole, beside the widths.")
+@click.option("--method", type=click.Choice(["search", "gdp"]), default="search", show_default=True,
+              help="search: an agent chooses widths by measuring candidates; gdp: gates trained with a "
+                   "polarising regulariser weighted by each channel's predicted latency on this target.")
+@click.option("--gdp-epochs", default=4, show_default=True, type=int, help="GDP: epochs of gated training.")
+@click.option("--gdp-cost", type=click.Choice(["latency", "macs"]), default="latency", show_default=True,
+              help="GDP: weight each channel's penalty by its predicted latency on the target, or by its MACs.")
 @click.option("--latency-screen", default=None, metavar="MARGIN", callback=_fraction,
               help="Skip proposals the latency predictor puts above the target by more than MARGIN (0.15 or 15%) "
                    "without evaluating them; kernel tables are measured on first use (edgeprune calibrate).")
@@ -121,7 +127,8 @@ PROJECT_OPTIONS = {"target": str, "latency_target": str, "out": str, "data": str
                    "verify_device": str, "tune_trials": int, "accept_closest": bool, "max_latency_ms": float,
                    "min_accuracy": float, "max_accuracy_drop": float, "quantize": str, "int8_max_drop": float,
                    "search_bn_samples": int, "early_stop": bool, "depth": bool,
-                   "quantize_in_search": bool, "latency_screen": float, "calibration_dir": str}
+                   "quantize_in_search": bool, "latency_screen": float, "calibration_dir": str,
+                   "method": str, "gdp_epochs": int, "gdp_cost": str}
 PROJECT_PATHS = {"out": None, "data": lambda v: v not in ("shapes", "shapes-hard", "digits"), "target": lambda v: v.endswith(".toml")}
 
 
@@ -165,7 +172,8 @@ def summarise(report: dict) -> dict:
                       "latency_ratio_p10": f["latency"]["ratio_to_baseline"],
                       "meets_latency_target": f["meets_latency_target"],
                       "onnx_verified": f["onnx_verification"]["ok"]},
-            "evaluations": report["search"]["evaluations"],
+            "method": report["search"].get("method", "search"),
+            "evaluations": report["search"].get("evaluations", 0),
             "gates": report.get("gates", []),
             "deploy": _deploy_summary(report.get("deploy"))}
 

@@ -86,6 +86,10 @@ class CompileConfig:
     quantize_in_search: bool = False  # measure each candidate's INT8 form (needs quantize="int8")
     # Latency screen (search.screen): proposals predicted above target x (1 + this) are not evaluated.
     latency_screen: float | None = None
+    # "search" (an agent over widths, the default) or "gdp" (gates trained with latency-weighted polarisation).
+    method: str = "search"
+    gdp_epochs: int = 4  # gated-training epochs (fine-tuning after pruning: finetune_epochs)
+    gdp_cost: str = "latency"  # GDP's per-channel cost: "latency" (predicted on this target) or "macs"
     calibration_dir: str | None = None  # kernel tables (None: $EDGEPRUNE_CALIBRATION, else ./calibration)
     project_config: str | None = None  # the edgeprune.toml / pyproject.toml some of these came from
 
@@ -125,6 +129,15 @@ class CompileConfig:
             raise EdgePruneError("--int8-max-drop is a fraction in [0, 1] (0.01, or 1%)")
         if self.search_val_samples < 10 or self.calib_samples < 10:
             raise EdgePruneError("search_val_samples and calib_samples must be at least 10")
+        if self.method not in ("search", "gdp"):
+            raise EdgePruneError(f"--method {self.method!r}: give search or gdp")
+        if self.gdp_cost not in ("latency", "macs"):
+            raise EdgePruneError(f"--gdp-cost {self.gdp_cost!r}: give latency or macs")
+        if self.gdp_epochs < 1:
+            raise EdgePruneError("--gdp-epochs must be at least 1")
+        if self.method == "gdp" and (self.quantize_in_search or self.latency_screen is not None or self.depth):
+            raise EdgePruneError("--method gdp trains gates instead of searching: --quantize-in-search, "
+                                 "--latency-screen and --depth are search options")
         if self.latency_screen is not None and not 0 <= self.latency_screen <= 10:
             raise EdgePruneError("--latency-screen is a margin over the target, a fraction such as 0.15 (15%)")
         if self.search_bn_samples is not None and self.search_bn_samples < 10:
@@ -142,7 +155,7 @@ class CompileConfig:
     # Settings that define the search; a resumed run must match them (budget may grow). The pipeline also
     # compares the normalisation the run resolved (from --normalize, the checkpoint or the model's config).
     SEARCH_KEYS = ("target", "latency_target", "data", "agent", "seed", "arch", "arch_kwargs", "search_val_samples",
-                   "calib_samples", "search_bn_samples", "early_stop", "depth", "quantize_in_search", "latency_screen",
+                   "calib_samples", "search_bn_samples", "early_stop", "depth", "quantize_in_search", "latency_screen", "method", "gdp_epochs", "gdp_cost",
                    "clusters", "batch", "measure_on", "device_key")
 
 

@@ -44,12 +44,12 @@ class GdpConfig:
     lr: float = 0.02  # weights: SGD, cosine
     gate_lr: float = 0.02  # gates: Adam
     lam: float = 1.0  # initial regulariser strength
-    lam_step: float = 1.15  # λ multiplied / divided by this at each check
+    lam_step: float = 1.25  # λ multiplied / divided by this at each check
     t: float = 1.0  # polarisation: t·|g| − |g − ḡ|
     eps_start: float = 0.1
     eps_end: float = 1e-4
     threshold: float = 0.05  # a gate above it keeps its channel
-    check_every: int = 10
+    check_every: int = 5
     slack: float = 0.05
     seed: int = 0
 

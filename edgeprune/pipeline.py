@@ -35,6 +35,7 @@ from edgeprune.search.store import RunStore
 from edgeprune.stages.analyse import analyse_model
 from edgeprune.stages.baseline import check_reachable, measure_baseline
 from edgeprune.stages.finish import finish
+from edgeprune.stages.gdp import gdp_stage
 from edgeprune.stages.gates import GateError, check_gates, enforce
 from edgeprune.stages.load import Inputs, agent_options, load
 from edgeprune.stages.quantize import quantize_final
@@ -119,28 +120,15 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
         if cfg.quantize_in_search and meter.runtime != "onnxruntime":
             raise EdgePruneError(f"--quantize-in-search measures INT8 (QDQ) models, which run in ONNX Runtime; "
                                  f"this target's search measures with {meter.runtime}")
-        agent = state["agent"] = make_agent(cfg.agent, analysed.space, budget=cfg.budget, seed=cfg.seed,
-                                            latency_ratio=baseline.ratio, **agent_options(cfg))
-        if agent.constraint == "latency" and not store.evaluations(run_id):
-            check_reachable(evaluator, analysed.smallest(), baseline.ratio, rep)
-        screen = None
-        if cfg.latency_screen is not None:
-            screen = state["screen"] = open_screen(inputs, analysed, meter, baseline, agent, rep)
         state["base_accuracy"] = accuracy(model, *data.val, device=inputs.train_device)
-        outcome = state["outcome"] = _search(agent, evaluator, store, run_id, cfg, rep, screen)
-        if screen is not None:
-            rep.info(f"latency screen: {screen.screened} proposals predicted above "
-                     f"{screen.target * (1 + screen.margin):.3f}x were not evaluated")
-        selection = state["selection"] = select(outcome.evaluations, evaluator, agent, ratio=baseline.ratio,
-                                                rounds=inputs.plan.profile.measurement.final_rounds)
-        chosen = _check_selection(selection, outcome, baseline, cfg)
-        if not selection.confirmed:
-            rep.warn(f"no candidate confirmed under the target; --accept-closest: deploying candidate "
-                     f"{chosen.index}, the closest")
-        r = chosen.result
-        rep.info(f"chosen: candidate {chosen.index}, accuracy {r.accuracy:.3f} (search subset), {r.latency_ms:.3f} ms "
-                 f"({r.measurement.ratio_to_baseline:.3f}x); fine-tuning")
-        pruned, history = evaluator.build(chosen.candidate)
+        if cfg.method == "gdp":
+            check_reachable(evaluator, analysed.smallest(), baseline.ratio, rep)
+            gdp = state["gdp"] = gdp_stage(inputs, analysed, meter, baseline, run_id, rep)
+            pruned, history, index, widths = gdp.pruned, gdp.history, -1, gdp.widths
+            chosen_at = f"GDP predicted it at {gdp.predicted_ratio:.3f}x"
+        else:
+            pruned, history, index, widths, chosen_at = _search_and_choose(inputs, analysed, evaluator, baseline,
+                                                                           store, run_id, state, rep)
         if dropped := dropped_blocks(history):
             rep.info(f"depth pruning: {len(dropped)} of {len(analysed.analysis.blocks)} residual blocks dropped "
                      f"({', '.join(dropped)})")
@@ -149,14 +137,14 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
                 pruned=pruned, history=history, teacher=model, data=data, shape=shape, calib=calib, meter=meter,
                 rounds=inputs.plan.profile.measurement.final_rounds, ratio=baseline.ratio,
                 epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, distill=cfg.distill, seed=cfg.seed,
-                candidate_index=chosen.index, widths=chosen.candidate.widths, rep=rep,
+                candidate_index=index, widths=widths, rep=rep,
                 baseline_onnx=baseline.onnx_bytes, device=inputs.train_device)
         except KeyboardInterrupt:
-            raise Interrupted(f"interrupted while fine-tuning run {run_id}; its {len(outcome.evaluations)} "
-                              f"evaluations are stored in {store.path}; continue with the same command plus "
-                              f"--resume {run_id}") from None
+            done = len(state["outcome"].evaluations) if "outcome" in state else 0
+            raise Interrupted(f"interrupted while fine-tuning run {run_id}; its {done} evaluations are stored in "
+                              f"{store.path}; continue with the same command plus --resume {run_id}") from None
         if not cfg.quantize_in_search:
-            _check_final(final.pair, baseline.ratio, r, cfg, rep, form="final model")
+            _check_final(final.pair, baseline.ratio, chosen_at, cfg, rep, form="final model")
         if cfg.quantize:
             state["quantized"] = quantize_final(
                 fp32_bytes=final.onnx_bytes, fp32_pair=final.pair, data=data, calib=calib, meter=meter,
@@ -164,7 +152,7 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
         q = state.get("quantized")
         int8 = q is not None and q.deployed
         if cfg.quantize_in_search:  # the search chose by the INT8 form: the deployed form must meet the target
-            _check_final(q.pair if int8 else final.pair, baseline.ratio, r, cfg, rep,
+            _check_final(q.pair if int8 else final.pair, baseline.ratio, chosen_at, cfg, rep,
                          form="final INT8 model" if int8 else f"final float model (INT8 not deployed: {q.reason})")
         # Gates judge the deployed form: the INT8 model when it is the one deployed.
         gates = state["gates"] = check_gates(
@@ -200,13 +188,41 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
         store.close()
 
 
-def _check_final(pair, ratio: float, chosen, cfg: CompileConfig, rep, *, form: str) -> None:
+def _search_and_choose(inputs, analysed, evaluator, baseline, store, run_id, state, rep):
+    """The search and the final choice: (pruned model, history, candidate index, widths, how it was chosen)."""
+    cfg = inputs.cfg
+    agent = state["agent"] = make_agent(cfg.agent, analysed.space, budget=cfg.budget, seed=cfg.seed,
+                                        latency_ratio=baseline.ratio, **agent_options(cfg))
+    if agent.constraint == "latency" and not store.evaluations(run_id):
+        check_reachable(evaluator, analysed.smallest(), baseline.ratio, rep)
+    screen = None
+    if cfg.latency_screen is not None:
+        screen = state["screen"] = open_screen(inputs, analysed, evaluator.meter, baseline, agent, rep)
+    outcome = state["outcome"] = _search(agent, evaluator, store, run_id, cfg, rep, screen)
+    if screen is not None:
+        rep.info(f"latency screen: {screen.screened} proposals predicted above "
+                 f"{screen.target * (1 + screen.margin):.3f}x were not evaluated")
+    selection = state["selection"] = select(outcome.evaluations, evaluator, agent, ratio=baseline.ratio,
+                                            rounds=inputs.plan.profile.measurement.final_rounds)
+    chosen = _check_selection(selection, outcome, baseline, cfg)
+    if not selection.confirmed:
+        rep.warn(f"no candidate confirmed under the target; --accept-closest: deploying candidate "
+                 f"{chosen.index}, the closest")
+    r = chosen.result
+    rep.info(f"chosen: candidate {chosen.index}, accuracy {r.accuracy:.3f} (search subset), {r.latency_ms:.3f} ms "
+             f"({r.measurement.ratio_to_baseline:.3f}x); fine-tuning")
+    pruned, history = evaluator.build(chosen.candidate)
+    return (pruned, history, chosen.index, chosen.candidate.widths,
+            f"it was chosen at {r.measurement.ratio_to_baseline:.3f}x")
+
+
+def _check_final(pair, ratio: float, chosen_at: str, cfg: CompileConfig, rep, *, form: str) -> None:
     """Exit 3 (``InfeasibleTargetError``) when ``pair``'s p10 ratio misses the target ``ratio``, unless
     ``--accept-closest``, which deploys it with a warning."""
     if pair.candidate.ratio_to_baseline <= ratio:
         return
     msg = (f"the {form} re-measured at {pair.candidate.ratio_to_baseline:.3f}x the baseline (p10), above the "
-           f"target {ratio:.3f}x; it was chosen at {chosen.measurement.ratio_to_baseline:.3f}x")
+           f"target {ratio:.3f}x; {chosen_at}")
     if not cfg.accept_closest:
         raise InfeasibleTargetError(f"{msg}; no artifact written (add --accept-closest to deploy it anyway)")
     rep.warn(f"{msg}; --accept-closest: deploying it")
@@ -253,7 +269,8 @@ def _report(status, reason, inputs, run_id, t_start, state, rep):
                         base_accuracy=state.get("base_accuracy"), agent=state.get("agent"),
                         outcome=state.get("outcome"), selection=state.get("selection"), final=state.get("final"),
                         deployment=state.get("deployment"), gates=state.get("gates", ()),
-                        quantized=state.get("quantized"), screen=state.get("screen"), warnings_seen=rep.warnings)
+                        quantized=state.get("quantized"), screen=state.get("screen"), gdp=state.get("gdp"),
+                        warnings_seen=rep.warnings)
 
 
 def _verify_pool(cfg: CompileConfig, inputs: Inputs):

@@ -115,7 +115,7 @@ class Report:
 
 def build_report(*, status: str, run_id: str, inputs, t_start: float, reason: str | None = None, analysed=None,
                  baseline=None, base_accuracy: float | None = None, agent=None, outcome=None, selection=None,
-                 final=None, deployment=None, gates=(), quantized=None, screen=None, warnings_seen=()) -> Report:
+                 final=None, deployment=None, gates=(), quantized=None, screen=None, gdp=None, warnings_seen=()) -> Report:
     """The report from the stages' typed results; every argument after ``t_start`` may be missing when
     the run stopped before that stage."""
     cfg, loaded, profile, plan = inputs.cfg, inputs.loaded, inputs.profile, inputs.plan
@@ -124,6 +124,10 @@ def build_report(*, status: str, run_id: str, inputs, t_start: float, reason: st
     if baseline is not None:
         target.update(latency_target_ratio=baseline.ratio, latency_target_ms=baseline.target_ms)
     search = None
+    if gdp is not None:  # no search: the widths came from gated training
+        search = {"method": "gdp", "agent": "gdp (gated training, no search)", "gdp": gdp.describe(),
+                  "gdp_config": {"epochs": cfg.gdp_epochs, "cost": cfg.gdp_cost},
+                  "groups": analysed.analysis.to_dict() if analysed else None}
     if outcome is not None:
         from edgeprune.search.agents import agent_info
 

@@ -421,3 +421,21 @@ def test_the_latency_screen_skips_proposals_and_a_resumed_run_replays_them(tiny_
     assert more.report["search"]["screen"]["screened"] >= len(stored)
     assert [c.key for _, c, _ in store.screened(more.run_id)][: len(stored)] == [c.key for _, c, _ in stored]
     store.close()
+
+
+def test_gdp_trains_gates_writes_verified_artifacts_and_resumes_its_training(tiny_ckpt, profile, tmp_path):
+    """--method gdp: no search; gated training (kernel costs measured in real ONNX Runtime), fold, prune, the
+    usual final checks and artifacts; the report says GDP; a resumed run continues from the checkpoint."""
+    out = tmp_path / "out"
+    kw = dict(method="gdp", gdp_epochs=1, latency_target="0.7x", calibration_dir=str(tmp_path / "cal"),
+              accept_closest=True)
+    r = compile_model(cfg(tiny_ckpt, profile, out, **kw), opener=Opener(runtime="onnxruntime"))
+    s = r.report["search"]
+    assert s["method"] == "gdp" and s["gdp"]["max_fold_error"] <= 1e-4 and s["gdp"]["predicted_ratio"] <= 0.7
+    assert r.report["candidates"] == [] and r.report["final"]["widths"] == s["gdp"]["widths"]
+    assert (r.out_dir / "model.onnx").is_file() and (out / f"{r.run_id}.gdp.pt").is_file()
+    again = compile_model(cfg(tiny_ckpt, profile, out, resume=r.run_id, overwrite=True, **kw),
+                          opener=Opener(runtime="onnxruntime"))
+    assert again.report["search"]["gdp"]["widths"] == s["gdp"]["widths"]
+    with pytest.raises(EdgePruneError, match="search options"):
+        cfg(tiny_ckpt, profile, out, method="gdp", depth=True)

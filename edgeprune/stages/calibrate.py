@@ -183,17 +183,12 @@ def calibrate(cfg: CompileConfig, *, root=None, grid: int = 9, fit_samples: int 
         meters.close()
 
 
-def open_screen(inputs, analysed, meter, baseline, agent, rep):
-    """The latency screen of a compile run (``--latency-screen``): the predictor of this model for the
-    search runtime's table, kernels it lacks measured now (ONNX Runtime on this machine: seconds), fitted on
-    the run's measured evaluations as they come (``search.screen``)."""
+def run_predictor(inputs, analysed, meter, rep, *, why: str):
+    """The latency predictor of a compile run's model for the search runtime's kernel table; kernels it
+    lacks are measured now (ONNX Runtime on this machine: seconds), else a clear error naming ``why``."""
     from edgeprune.errors import EdgePruneError
-    from edgeprune.search.screen import LatencyScreen
 
     cfg, plan = inputs.cfg, inputs.plan
-    if getattr(agent, "constraint", "latency") != "latency" or not hasattr(agent, "tell_screened"):
-        raise EdgePruneError(f"--latency-screen: agent {agent.name!r} does not take screened proposals "
-                             f"(tell_screened) or is not constrained by latency")
     runtime = meter.runtime
     backend = get_backend(runtime, plan.profile)
     cond = TableConditions(inputs.profile.name, runtime, backend.version(), plan.profile.measurement.threads,
@@ -204,9 +199,22 @@ def open_screen(inputs, analysed, meter, baseline, agent, rep):
     if missing:
         if plan.remote is not None or runtime != "onnxruntime":
             raise EdgePruneError(
-                f"--latency-screen: the kernel table {pred.table.path} lacks {len(missing)} kernels of this model "
-                f"and they cannot be measured here ({runtime}{' over TVM RPC' if plan.remote else ''}); run "
-                f"edgeprune calibrate on the target first, or leave out --latency-screen")
-        rep.info(f"latency screen: measuring {len(missing)} kernels into {pred.table.path}")
+                f"{why}: the kernel table {pred.table.path} lacks {len(missing)} kernels of this model and they "
+                f"cannot be measured here ({runtime}{' over TVM RPC' if plan.remote else ''}); run edgeprune "
+                f"calibrate on the target first")
+        rep.info(f"latency predictor: measuring {len(missing)} kernels into {pred.table.path}")
         pred.calibrate(KernelTimer(backend, threads=plan.profile.measurement.threads))
-    return LatencyScreen(pred, baseline.ratio, float(cfg.latency_screen), baseline.reference.p10_ms)
+    return pred
+
+
+def open_screen(inputs, analysed, meter, baseline, agent, rep):
+    """The latency screen of a compile run (``--latency-screen``), fitted on the run's measured evaluations
+    as they come (``search.screen``)."""
+    from edgeprune.errors import EdgePruneError
+    from edgeprune.search.screen import LatencyScreen
+
+    if getattr(agent, "constraint", "latency") != "latency" or not hasattr(agent, "tell_screened"):
+        raise EdgePruneError(f"--latency-screen: agent {agent.name!r} does not take screened proposals "
+                             f"(tell_screened) or is not constrained by latency")
+    pred = run_predictor(inputs, analysed, meter, rep, why="--latency-screen")
+    return LatencyScreen(pred, baseline.ratio, float(inputs.cfg.latency_screen), baseline.reference.p10_ms)
