@@ -6,10 +6,12 @@ Loss: cross-entropy + λ · Σ_c w_c (t|g_c| − |g_c − ḡ|) (``model.gates.p
 cost of channel ``c``'s group per channel: with ``cost="latency"`` the predicted latency one channel of
 that group saves on this target (``latency.predictor``: the kernel sum with ``round_to`` fewer channels,
 divided by ``round_to``); with ``cost="macs"`` the MACs it saves (the FLOPs-weighted GDP of the paper).
-Costs are normalised to mean 1. λ is adjusted every ``check_every`` steps from the predicted latency ratio of
-the widths the gates give now (channels with g > ``threshold``, rounded up to an allowed width): up while it
-is over the target, down while it is more than ``slack`` under it. ε of ``g = θ²/(θ²+ε)`` is annealed
-geometrically from ``eps_start`` to ``eps_end``, so gates polarise to 0 or ~1.
+Costs are normalised to mean 1. After every step the widths the gates give now (channels with g >
+``threshold``, rounded up to an allowed width) are predicted: while over the target λ grows (×``lam_step``
+per ``check_every`` steps); the step they meet it, the structure is frozen (those gates held at 0, λ = 0)
+and the remaining steps train the weights of that structure. ε of ``g = θ²/(θ²+ε)`` stays at ``eps_start`` while the gates
+move (θ starts at 3√ε, g ≈ 0.9, where the gradient through g is large — at θ ≫ √ε it vanishes and the gates
+freeze), then is annealed geometrically to ``eps_end``, so the gates left polarise to ~1 and the rest to 0.
 
 At the end the widths are the gates' (greedily cut further, lowest gate per predicted latency saved first,
 until the predicted ratio meets the target); the channels beyond them get gate 0, the gates are folded
@@ -42,15 +44,17 @@ class GdpConfig:
     cost: str = "latency"  # or "macs"
     batch_size: int = 128
     lr: float = 0.02  # weights: SGD, cosine
-    gate_lr: float = 0.02  # gates: Adam
-    lam: float = 1.0  # initial regulariser strength
-    lam_step: float = 1.25  # λ multiplied / divided by this at each check
-    t: float = 1.0  # polarisation: t·|g| − |g − ḡ|
-    eps_start: float = 0.1
-    eps_end: float = 1e-4
+    gate_lr: float = 0.01  # gates: SGD with momentum (Adam's per-parameter scaling would erase the costs)
+    lam: float = 0.02  # initial regulariser strength
+    lam_step: float = 1.5  # λ multiplied / divided by this at each check
+    t: float = 1.2  # polarisation: t·|g| − |g − ḡ|; t > 1 keeps pushing gates above the mean too
+    eps_start: float = 0.01  # held for the first ``anneal_from`` of the steps (gates can still move) ...
+    eps_end: float = 1e-4  # ... then annealed geometrically to this (survivors go to ~1, the rest to 0)
+    anneal_from: float = 0.75
+    theta_init: float = 3.0  # θ starts at theta_init·√eps_start: g ≈ 0.9, where dg/dθ is still large
     threshold: float = 0.05  # a gate above it keeps its channel
-    check_every: int = 5
-    slack: float = 0.05
+    check_every: int = 10
+    grad_clip: float = 1.0  # per gate: |dL/dθ| at most this (a large λ must not throw θ across 0 and back)
     seed: int = 0
 
     def __post_init__(self):
@@ -73,6 +77,7 @@ class GdpResult:
     trace: list = field(default_factory=list)
     skipped: dict = field(default_factory=dict)
     polarised: float = 0.0  # fraction of gates < threshold or > 0.5 at the end
+    fit: dict = field(default_factory=dict)  # the latency predictor's fit it was steered by
 
     def describe(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in ("pruned", "history")}
@@ -81,13 +86,14 @@ class GdpResult:
 
 
 def channel_costs(predictor, analysis, sites, cost: str, align: int) -> list[torch.Tensor]:
-    """Per gated channel: what removing ``align`` channels of its group saves (predicted ms, or MACs), per
-    channel, normalised to mean 1 over all gated channels."""
+    """Per gated channel: what halving its group saves (predicted ms, or MACs), per channel removed,
+    normalised to mean 1 over all gated channels. Half, not one ``align`` step: ONNX Runtime pads channels
+    to its vector block (16 with AVX-512), so 64 → 56 channels can save nothing while 64 → 32 saves half."""
     full = list(predictor.full_widths())
     per = []
     for s in sites:
         less = list(full)
-        less[s.group] = max(analysis.groups[s.group].choices[0], full[s.group] - align)
+        less[s.group] = analysis.groups[s.group].width(0.5)
         removed = max(1, full[s.group] - less[s.group])
         if cost == "latency":
             saved = predictor.kernel_sum(full) - predictor.kernel_sum(less)
@@ -97,6 +103,17 @@ def channel_costs(predictor, analysis, sites, cost: str, align: int) -> list[tor
         per.append(max(float(saved) / removed, 1e-12))
     mean = float(np.mean([c for c, s in zip(per, sites) for _ in range(s.full)]))
     return [torch.full((s.full,), c / mean) for c, s in zip(per, sites)]
+
+
+def _protect(values, costs, keep) -> list[torch.Tensor]:
+    """The costs with the ``keep`` highest gates of each group set to 0: the space never goes below a
+    group's smallest width, and a group whose gates all died would cut the network in two."""
+    out = []
+    for v, c, k in zip(values, costs, keep):
+        c = c.clone()
+        c[torch.topk(v.detach(), k).indices] = 0.0
+        out.append(c)
+    return out
 
 
 def _allowed(choices, count: int) -> int:
@@ -153,24 +170,28 @@ def run_gdp(model: nn.Module, input_shape: tuple[int, ...], analysis, data, pred
     if rep and skipped:
         rep.warn(f"GDP keeps {len(skipped)} groups whole: " + "; ".join(f"{n}: {w}" for n, w in list(skipped.items())[:3]))
     work = copy_model(model)
-    gates = Gates(work, sites, eps=cfg.eps_start)
+    gates = Gates(work, sites, eps=cfg.eps_start, init=cfg.theta_init * math.sqrt(cfg.eps_start))
     costs = channel_costs(predictor, analysis, sites, cfg.cost, align)
     opt_w = torch.optim.SGD(work.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    opt_g = torch.optim.Adam(gates.parameters(), lr=cfg.gate_lr)
+    opt_g = torch.optim.SGD(gates.parameters(), lr=cfg.gate_lr, momentum=0.9)
     x, y = data.train
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     total = max(1, cfg.epochs * steps_per_epoch)
-    state = {"epoch": 0, "step": 0, "lam": cfg.lam, "trace": []}
+    state = {"epoch": 0, "step": 0, "lam": cfg.lam, "trace": [], "frozen": None}
     if checkpoint is not None and checkpoint.is_file():
         saved = torch.load(checkpoint, weights_only=True)
         work.load_state_dict(saved["model"])
         gates.load_state_dict(saved["gates"])
         opt_w.load_state_dict(saved["opt_w"])
         opt_g.load_state_dict(saved["opt_g"])
-        state = {k: saved[k] for k in ("epoch", "step", "lam")} | {"trace": list(saved["trace"])}
+        state = {k: saved[k] for k in ("epoch", "step", "lam")} | {"trace": list(saved["trace"]),
+                                                                  "frozen": saved.get("frozen")}
+        if state["frozen"] is not None:
+            gates.forced = list(saved["forced"])
         if rep:
             rep.info(f"GDP: resumed after epoch {state['epoch']} of {cfg.epochs} from {checkpoint}")
     blocks = [1] * len(predictor.kmap.blocks)
+    keep = [analysis.groups[s.group].choices[0] for s in sites]
     g = torch.Generator().manual_seed(cfg.seed)
     for epoch in range(state["epoch"], cfg.epochs):
         # The data order of each epoch depends only on (seed, epoch): a resumed run sees the same batches.
@@ -180,29 +201,44 @@ def run_gdp(model: nn.Module, input_shape: tuple[int, ...], analysis, data, pred
         for i in range(0, len(x), cfg.batch_size):
             step = state["step"]
             frac = min(1.0, step / total)
-            gates.eps = cfg.eps_start * (cfg.eps_end / cfg.eps_start) ** frac
+            late = max(0.0, (frac - cfg.anneal_from) / (1 - cfg.anneal_from))
+            gates.eps = cfg.eps_start * (cfg.eps_end / cfg.eps_start) ** late
             lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * frac))
             for group in opt_w.param_groups:
                 group["lr"] = lr
             idx = perm[i : i + cfg.batch_size]
             xb, yb = augment(x[idx], g), y[idx]
             loss = F.cross_entropy(work(xb), yb)
-            reg = polarization(gates.values(), costs, cfg.t)
+            values = gates.values()
+            reg = polarization(values, _protect(values, costs, keep), cfg.t)
             total_loss = loss + state["lam"] * reg
             opt_w.zero_grad(set_to_none=True)
             opt_g.zero_grad(set_to_none=True)
             total_loss.backward()
+            # BNs after a shrinking gate rescale its channel, so upstream gradients grow as 1/g: clip them.
+            torch.nn.utils.clip_grad_norm_(work.parameters(), 5.0)
+            for t in gates.theta:
+                t.grad.clamp_(-cfg.grad_clip, cfg.grad_clip)
             opt_w.step()
             opt_g.step()
+            with torch.no_grad():  # θ ≥ 0: a gate driven to 0 stays exactly 0 (dg/dθ = 0 there)
+                for t in gates.theta:
+                    t.clamp_(min=0.0)
             state["step"] = step + 1
-            if state["step"] % cfg.check_every == 0:
+            if state["frozen"] is None:
+                # Every step (a prediction costs microseconds): polarisation cascades once gates start to
+                # fall, and a dead gate never comes back, so the structure is frozen the step it meets the
+                # target; the rest of the training trains the weights of that structure.
                 with torch.no_grad():
                     r = predictor.predict_ratio(gate_widths(gates, analysis, cfg.threshold) + blocks)
-                if r > target:
-                    state["lam"] *= cfg.lam_step
-                elif r < target * (1 - cfg.slack):
-                    state["lam"] /= cfg.lam_step
-                state["trace"].append([state["step"], float(state["lam"]), float(r), float(loss.item())])
+                    state["lam"] *= cfg.lam_step ** (1 / cfg.check_every) if r > target else 1.0
+                    if r <= target:
+                        state["frozen"] = state["step"]
+                        for k, v in enumerate(gates.values()):
+                            gates.forced[k] = v <= cfg.threshold
+                        state["lam"] = 0.0
+                if state["step"] % cfg.check_every == 0 or state["frozen"]:
+                    state["trace"].append([state["step"], float(state["lam"]), float(r), float(loss.item())])
         state["epoch"] = epoch + 1
         if rep:
             last = state["trace"][-1] if state["trace"] else [0, state["lam"], float("nan"), float("nan")]
@@ -212,7 +248,7 @@ def run_gdp(model: nn.Module, input_shape: tuple[int, ...], analysis, data, pred
             tmp = checkpoint.with_suffix(".tmp")
             torch.save({"model": work.state_dict(), "gates": gates.state_dict(), "opt_w": opt_w.state_dict(),
                         "opt_g": opt_g.state_dict(), **{k: state[k] for k in ("epoch", "step", "lam")},
-                        "trace": state["trace"]}, tmp)
+                        "trace": state["trace"], "frozen": state["frozen"], "forced": gates.forced}, tmp)
             tmp.replace(checkpoint)
     work.eval()
     with torch.no_grad():
@@ -221,7 +257,7 @@ def run_gdp(model: nn.Module, input_shape: tuple[int, ...], analysis, data, pred
         polarised = float(torch.cat([(v < cfg.threshold) | (v > 0.5) for v in values]).float().mean())
         # Force 0 on every channel beyond the widths (the lowest gates); the model is then what is pruned.
         for k, (s, v) in enumerate(zip(sites, values)):
-            drop = torch.zeros(s.full, dtype=torch.bool)
+            drop = torch.zeros(s.full, dtype=torch.bool)  # v already holds the frozen zeros
             drop[torch.argsort(v)[: s.full - widths[s.group]]] = True
             gates.forced[k] = drop
         scores = {s.name: gates.value(k).detach().clone() for k, s in enumerate(sites)}

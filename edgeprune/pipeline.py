@@ -122,8 +122,7 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
                                  f"this target's search measures with {meter.runtime}")
         state["base_accuracy"] = accuracy(model, *data.val, device=inputs.train_device)
         if cfg.method == "gdp":
-            check_reachable(evaluator, analysed.smallest(), baseline.ratio, rep)
-            gdp = state["gdp"] = gdp_stage(inputs, analysed, meter, baseline, run_id, rep)
+            gdp = state["gdp"] = gdp_stage(inputs, analysed, evaluator, baseline, run_id, rep)
             pruned, history, index, widths = gdp.pruned, gdp.history, -1, gdp.widths
             chosen_at = f"GDP predicted it at {gdp.predicted_ratio:.3f}x"
         else:

@@ -110,10 +110,13 @@ class Gates(nn.Module):
 def polarization(gates: list[torch.Tensor], weights: list[torch.Tensor], t: float = 1.0) -> torch.Tensor:
     """Σ_c w_c (t·|g_c| − |g_c − ḡ|), ḡ the mean of all gates (Zhuang et al., NeurIPS 2020): the L1 term
     pushes gates down, the spread term pushes them away from the common mean, so they split into a group at
-    0 and a group far from it. ``weights``: per-channel cost (mean 1), e.g. the latency its removal saves."""
+    0 and a group far from it. ``weights``: per-channel cost (mean 1), e.g. the latency its removal saves.
+    A sum, not a mean: each gate's pull is its own cost, whatever the model's size."""
     g = torch.cat(gates)
     w = torch.cat(weights).to(g.dtype)
-    return (w * (t * g.abs() - (g - g.mean()).abs())).sum() / max(1, g.numel())
+    # ḡ is held constant in the gradient: through the mean, every gate below it (many, once some die) would
+    # pull every gate above it up by Σ w / N, more than the (t - 1)·w that pushes it down.
+    return (w * (t * g.abs() - (g - g.mean().detach()).abs())).sum()
 
 
 @torch.no_grad()
