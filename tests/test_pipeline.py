@@ -399,6 +399,7 @@ def test_an_agent_that_proposes_nothing_is_a_clear_exit_3(tiny_ckpt, profile, tm
         compile_model(cfg(tiny_ckpt, profile, tmp_path), opener=Opener())
 
 
+@pytest.mark.slow
 def test_the_latency_screen_skips_proposals_and_a_resumed_run_replays_them(tiny_ckpt, profile, tmp_path):
     """--latency-screen: kernels are measured on first use (real ONNX Runtime, into --calibration-dir), proposals
     predicted over the target are stored as screened, not evaluated; a resumed run tells them again first."""
@@ -423,6 +424,7 @@ def test_the_latency_screen_skips_proposals_and_a_resumed_run_replays_them(tiny_
     store.close()
 
 
+@pytest.mark.slow
 def test_gdp_trains_gates_writes_verified_artifacts_and_resumes_its_training(tiny_ckpt, profile, tmp_path):
     """--method gdp: no search; gated training (kernel costs measured in real ONNX Runtime), fold, prune, the
     usual final checks and artifacts; the report says GDP; a resumed run continues from the checkpoint."""

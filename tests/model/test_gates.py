@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from edgeprune.data import load_data
@@ -78,6 +79,7 @@ def test_polarisation_drives_some_gates_to_zero_and_keeps_the_rest_far_from_it()
     assert (g[:20] < 0.05).sum() >= 10 and (g[20:] > 0.5).all()  # the costly ones go, the cheap ones stay
 
 
+@pytest.mark.slow
 def test_gdp_meets_the_predicted_target_and_the_pruned_model_is_the_gated_one(tmp_path):
     """A short gated training of the tiny ResNet on digits with a synthetic kernel table: the widths meet
     the predicted target and the pruned model equals the gated one; the checkpoint lets it resume."""
