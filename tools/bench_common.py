@@ -16,6 +16,18 @@ from edgeprune.model.prune import Analysis, analyse
 from edgeprune.targets import load_target
 
 
+# host without the TVM comparison: for benchmarks of the search and of what runs before the deploy stage.
+ORT_PROFILE = """name = "host-ort"
+description = "host, ONNX Runtime only (benchmark profile)"
+arch = "x86_64"
+[runtime]
+backend = "onnxruntime"
+threads = 1
+[pruning]
+round_to = 8
+"""
+
+
 @dataclass
 class Setup:
     defaults: CompileConfig

@@ -22,18 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORT_PROFILE = """name = "host-ort"
-description = "host, ONNX Runtime only (benchmark profile)"
-arch = "x86_64"
-[runtime]
-backend = "onnxruntime"
-threads = 1
-[pruning]
-round_to = 8
-"""
-
 
 def run(model: str, target: str, method: str, seed: int, a, cal: Path) -> dict:
+    from bench_common import ORT_PROFILE
     from edgeprune.config import CompileConfig
     from edgeprune.pipeline import compile_model
     from edgeprune.progress import Reporter

@@ -29,17 +29,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-# host without the TVM comparison: the search and the screen are what is measured here.
-ORT_PROFILE = """name = "host-ort"
-description = "host, ONNX Runtime only (benchmark profile)"
-arch = "x86_64"
-[runtime]
-backend = "onnxruntime"
-threads = 1
-[pruning]
-round_to = 8
-"""
-
 
 def _done(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
@@ -67,6 +56,7 @@ def accuracy_row(model: str, a) -> dict:
 
 
 def screen_row(model: str, target: str, agent: str, seed: int, margin: float | None, a, cal: Path) -> dict:
+    from bench_common import ORT_PROFILE
     from edgeprune.config import CompileConfig
     from edgeprune.pipeline import compile_model
     from edgeprune.progress import Reporter

@@ -140,30 +140,13 @@ class KernelTimer:
                                          "method": "interleaved"}
 
     def _profiled(self, kernels):
-        import tempfile
-
-        import onnxruntime as ort
+        from edgeprune.latency.backends.onnxruntime import profile_events
 
         for k in kernels:
             kb, kx = kernel_onnx(k)
-            so = ort.SessionOptions()
-            so.intra_op_num_threads, so.inter_op_num_threads = self.threads, 1
-            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            so.log_severity_level = 3
-            with tempfile.TemporaryDirectory() as d:
-                so.enable_profiling = True
-                so.profile_file_prefix = os.path.join(d, "kernel")
-                sess = ort.InferenceSession(kb, so, providers=["CPUExecutionProvider"])
-                feed = {sess.get_inputs()[0].name: kx}
-                for _ in range(self.warmup + self.runs):
-                    sess.run(None, feed)
-                with open(sess.end_profiling()) as f:
-                    events = json.load(f)
             per_run: dict[str, list[float]] = {}
-            for e in events:
-                op = e.get("args", {}).get("op_name", "")
-                if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and op not in LAYOUT_OPS:
+            for e in profile_events(kb, kx, runs=self.warmup + self.runs, threads=self.threads):
+                if e.get("args", {}).get("op_name", "") not in LAYOUT_OPS:
                     per_run.setdefault(e["name"], []).append(e["dur"] / 1e3)  # µs → ms
             times = np.sort(np.sum([v[self.warmup:] for v in per_run.values()], axis=0))
             # The mean of the faster half: robust to runs the machine interrupted (one 1 ms stall moves a

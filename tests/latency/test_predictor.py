@@ -23,6 +23,14 @@ def synthetic(k: Kernel) -> float:
     return 1e-3 + 2e-6 * k.cin + 3e-6 * k.cout + 4e-8 * k.cin * k.cout * k.k[0] * k.k[1] * k.h * k.w / 1024
 
 
+def synthetic_predictor(model, analysis, root, grid: int = 3) -> LatencyPredictor:
+    """The model's predictor over a table filled with ``synthetic`` kernel times (nothing measured)."""
+    pred = LatencyPredictor.for_model(KernelMap.build(model, SHAPE, analysis), KernelTable(root, COND), grid=grid)
+    for k in pred.missing():
+        pred.table.add(k, synthetic(k))
+    return pred
+
+
 @pytest.fixture()
 def setup(tmp_path):
     model = tiny_resnet()

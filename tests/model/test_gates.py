@@ -9,13 +9,11 @@ import torch
 
 from edgeprune.data import load_data
 from edgeprune.gdp import GdpConfig, gate_widths, run_gdp
-from edgeprune.latency.kernels import KernelMap
-from edgeprune.latency.predictor import KernelTable, LatencyPredictor, TableConditions
 from edgeprune.model.gates import Gates, fold, gate_sites, polarization
 from edgeprune.model.prune import analyse, copy_model, prune
 from edgeprune.model.zoo import mobilenet_v2
 from tests.conftest import tiny_resnet
-from tests.latency.test_predictor import synthetic
+from tests.latency.test_predictor import synthetic_predictor
 
 SHAPE = (3, 32, 32)
 
@@ -85,10 +83,7 @@ def test_gdp_meets_the_predicted_target_and_the_pruned_model_is_the_gated_one(tm
     the predicted target and the pruned model equals the gated one; the checkpoint lets it resume."""
     model = tiny_resnet()
     analysis = analyse(model, SHAPE, round_to=8)
-    pred = LatencyPredictor.for_model(KernelMap.build(model, SHAPE, analysis),
-                                      KernelTable(tmp_path, TableConditions("t", "onnxruntime", "1", 1, "x")), grid=3)
-    for k in pred.missing():
-        pred.table.add(k, synthetic(k))
+    pred = synthetic_predictor(model, analysis, tmp_path)
     data = load_data("digits")
     small = dataclasses.replace(data, train=(data.train[0][:256], data.train[1][:256]))
     ckpt = tmp_path / "gdp.pt"

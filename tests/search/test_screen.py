@@ -5,15 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeprune.latency.kernels import KernelMap
-from edgeprune.latency.predictor import KernelTable, LatencyPredictor, TableConditions
 from edgeprune.model.prune import analyse
 from edgeprune.search.agents import make_agent
 from edgeprune.search.screen import LatencyScreen
 from edgeprune.search.space import SearchSpace
 from edgeprune.types import Candidate, EvalResult, Measurement
 from tests.conftest import tiny_resnet
-from tests.latency.test_predictor import synthetic
+from tests.latency.test_predictor import synthetic_predictor
 
 SHAPE = (3, 32, 32)
 
@@ -62,10 +60,7 @@ def test_bo_never_proposes_a_screened_point_again_and_models_it_as_infeasible(sp
 def test_the_screen_rejects_over_the_margin_and_refits_on_measurements(tmp_path):
     model = tiny_resnet()
     analysis = analyse(model, SHAPE, round_to=8)
-    pred = LatencyPredictor.for_model(KernelMap.build(model, SHAPE, analysis),
-                                      KernelTable(tmp_path, TableConditions("t", "onnxruntime", "1", 1, "x")), grid=3)
-    for k in pred.missing():
-        pred.table.add(k, synthetic(k))
+    pred = synthetic_predictor(model, analysis, tmp_path)
     screen = LatencyScreen(pred, target=0.8, margin=0.1, baseline_ms=2.0)  # screens above 0.88x
     full = Candidate(tuple(pred.kmap.full))
     smallest = Candidate(tuple(pred.kmap.smallest))

@@ -84,9 +84,9 @@ def _factory(profile=None) -> OnnxRuntimeBackend:
     return OnnxRuntimeBackend(tuple(profile.providers) or CPU)
 
 
-def profile_nodes(model: bytes, example: np.ndarray, *, runs: int = 50, threads: int = 1) -> list[tuple[str, str, float]]:
-    """Per-node kernel time of ``runs`` inferences with ONNX Runtime's profiler on this machine:
-    ``[(node name, op type, mean ms per inference)]``."""
+def profile_events(model: bytes, x: np.ndarray, *, runs: int, threads: int = 1) -> list[dict]:
+    """ONNX Runtime's profiler over ``runs`` inferences of ``x`` on this machine (sessions as everywhere:
+    sequential, all optimisations, CPU): the per-node ``*_kernel_time`` events, in run order."""
     import json
     import os
     import tempfile
@@ -102,15 +102,20 @@ def profile_nodes(model: bytes, example: np.ndarray, *, runs: int = 50, threads:
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(d, "ort")
         sess = ort.InferenceSession(model, so, providers=list(CPU))
-        feed = {sess.get_inputs()[0].name: np.ascontiguousarray(example, dtype=np.float32)}
+        feed = {sess.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
         for _ in range(runs):
             sess.run(None, feed)
         with open(sess.end_profiling()) as f:
             events = json.load(f)
+    return [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+
+
+def profile_nodes(model: bytes, example: np.ndarray, *, runs: int = 50, threads: int = 1) -> list[tuple[str, str, float]]:
+    """Per-node kernel time of ``runs`` inferences with ONNX Runtime's profiler on this machine:
+    ``[(node name, op type, mean ms per inference)]``."""
     per: dict[str, list] = {}
-    for e in events:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            name = e["name"][: -len("_kernel_time")]
-            slot = per.setdefault(name, [e.get("args", {}).get("op_name", "?"), 0.0])
-            slot[1] += e["dur"] / 1e3  # µs → ms
+    for e in profile_events(model, example, runs=runs, threads=threads):
+        name = e["name"][: -len("_kernel_time")]
+        slot = per.setdefault(name, [e.get("args", {}).get("op_name", "?"), 0.0])
+        slot[1] += e["dur"] / 1e3  # µs → ms
     return [(name, op, total / runs) for name, (op, total) in per.items()]
