@@ -414,8 +414,10 @@ def test_the_latency_screen_skips_proposals_and_a_resumed_run_replays_them(tiny_
     stored = store.screened(first.run_id)
     assert screen["screened"] == len(stored) > 0
     assert all(p > screen["threshold_ratio"] for _, _, p in stored)
-    evaluated = {tuple(c["widths"]) for c in first.report["candidates"]}
-    assert not evaluated & {c.widths for _, c, _ in stored}
+    # A screened proposal had not been evaluated before it (that would have reused the result); the same
+    # widths may be evaluated later, once the refitted predictor lets them through.
+    cands = first.report["candidates"]
+    assert all(c.widths not in {tuple(e["widths"]) for e in cands[:seq]} for seq, c, _ in stored)
     more = compile_model(cfg(tiny_ckpt, profile, out, budget=6, resume=first.run_id, overwrite=True, **kw),
                          opener=Opener(runtime="onnxruntime"))
     assert more.report["search"]["evaluated_this_session"] == 2
