@@ -136,6 +136,7 @@ def cut_to_target(widths, gates: Gates, analysis, predictor, target: float) -> l
     values = {s.group: torch.sort(v.detach()).values for s, v in zip(gates.sites, gates.values())}
     while predictor.predict_ratio(widths + blocks) > target:
         best, best_score = None, math.inf
+        now_ms = predictor.predict_ms(widths + blocks)
         for gi, v in values.items():
             choices = analysis.groups[gi].choices
             i = choices.index(widths[gi]) if widths[gi] in choices else len(choices) - 1
@@ -143,7 +144,7 @@ def cut_to_target(widths, gates: Gates, analysis, predictor, target: float) -> l
                 continue
             trial = list(widths)
             trial[gi] = choices[i - 1]
-            saved = predictor.predict_ms(widths + blocks) - predictor.predict_ms(trial + blocks)
+            saved = now_ms - predictor.predict_ms(trial + blocks)
             n = len(v)  # ascending: the kept channels are the last widths[gi]; the step removes the lowest of them
             lost = float(v[n - widths[gi] : n - trial[gi]].sum())
             score = lost / max(saved, 1e-9)

@@ -122,18 +122,18 @@ class KernelMap:
     smallest: tuple[int, ...]
     blocks: tuple[str, ...] = ()
 
-    def kernels(self, widths) -> list[Kernel]:
-        """The kernels of the candidate with these widths (one per group, then 0/1 per block)."""
+    def layers(self, widths) -> list[tuple[Slot, int, int]]:
+        """(slot, cin, cout) of every layer that runs in the candidate with these widths (one per group,
+        then 0/1 per block: a dropped block's layers do not run)."""
         n = len(self.full)
-        w = np.asarray(widths[:n], dtype=float)
         drop = [int(v) == 0 for v in widths[n:]]
-        cut = np.asarray(self.full, dtype=float) - w
-        out = []
-        for s in self.slots:
-            if s.block is not None and s.block < len(drop) and drop[s.block]:
-                continue
-            out.append(s.full.with_channels(*s.channels(cut)))
-        return out
+        cut = np.asarray(self.full, dtype=float) - np.asarray(widths[:n], dtype=float)
+        return [(s, *s.channels(cut)) for s in self.slots
+                if not (s.block is not None and s.block < len(drop) and drop[s.block])]
+
+    def kernels(self, widths) -> list[Kernel]:
+        """The kernels of the candidate with these widths (see ``layers``)."""
+        return [s.full.with_channels(cin, cout) for s, cin, cout in self.layers(widths)]
 
     def channel_range(self, slot: Slot) -> tuple[tuple[int, int], tuple[int, int]]:
         """((cin min, cin max), (cout min, cout max)) over the space: every group at its smallest or full."""

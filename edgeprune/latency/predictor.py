@@ -42,6 +42,27 @@ def calibration_dir(explicit: str | Path | None = None) -> Path:
     return Path(explicit or os.environ.get(ENV_DIR) or "calibration")
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file (none if it is missing); a line cut short by a killed run is skipped."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def append_jsonl(path: Path, row: dict) -> None:
+    """Append one row and sync it to disk at once (a killed run keeps every row written before)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 @dataclass(frozen=True)
 class TableConditions:
     """What a kernel table's numbers hold for: the target profile, runtime and version, intra-op threads,
@@ -67,17 +88,8 @@ class KernelTable:
         self.cond = cond
         self.dir = Path(root) / cond.target / cond.folder()
         self.path = self.dir / "kernels.jsonl"
-        self.ms: dict[str, float] = {}
-        if self.path.is_file():
-            for line in self.path.read_text().splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a killed calibration: that kernel is measured again
-                if "key" in row:
-                    self.ms[row["key"]] = float(row["ms"])
+        # A line cut short by a killed calibration is skipped: that kernel is measured again.
+        self.ms: dict[str, float] = {r["key"]: float(r["ms"]) for r in read_jsonl(self.path) if "key" in r}
 
     def __contains__(self, k: Kernel) -> bool:
         return k.key in self.ms
@@ -90,14 +102,9 @@ class KernelTable:
 
     def add(self, k: Kernel, ms: float, **stats) -> None:
         """Record one kernel and append it to the file at once (a killed run keeps what it measured)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        new = not self.path.is_file()
-        with self.path.open("a") as f:
-            if new:
-                f.write(json.dumps({"format": FORMAT, "conditions": self.cond.__dict__}) + "\n")
-            f.write(json.dumps({"key": k.key, "ms": ms, **stats}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        if not self.path.is_file():
+            append_jsonl(self.path, {"format": FORMAT, "conditions": self.cond.__dict__})
+        append_jsonl(self.path, {"key": k.key, "ms": ms, **stats})
         self.ms[k.key] = ms
 
 
@@ -252,26 +259,13 @@ class LatencyPredictor:
     def _empty_ms(self) -> float:
         """A run's fixed cost when the table's kernels were timed as whole stand-alone models (their rows
         carry the empty model's time); 0 for profiled kernels, which never included it."""
-        try:
-            rows = [json.loads(line) for line in self.table.path.read_text().splitlines()[1:] if line.strip()]
-        except (OSError, ValueError):
-            return 0.0
-        empty = [r["empty_ms"] for r in rows if "empty_ms" in r]
+        empty = [r["empty_ms"] for r in read_jsonl(self.table.path) if "empty_ms" in r]
         return float(np.median(empty)) if empty else 0.0
 
     def kernel_sum(self, widths) -> float:
         """Σ over the candidate's layers of their interpolated kernel times (ms)."""
         by_name = {g.slot.name: g for g in self.grids}
-        n = len(self.kmap.full)
-        w = np.asarray(widths[:n], dtype=float)
-        drop = [int(v) == 0 for v in widths[n:]]
-        cut = np.asarray(self.kmap.full, dtype=float) - w
-        total = 0.0
-        for s in self.kmap.slots:
-            if s.block is not None and s.block < len(drop) and drop[s.block]:
-                continue
-            total += by_name[s.name].value(self.table, *s.channels(cut))
-        return total
+        return sum(by_name[s.name].value(self.table, cin, cout) for s, cin, cout in self.kmap.layers(widths))
 
     def predict_ms(self, widths) -> float:
         return self.a + self.b * self.kernel_sum(widths)

@@ -14,8 +14,7 @@
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +26,11 @@ from edgeprune.latency.artifact import Artifact
 from edgeprune.latency.base import get_backend
 from edgeprune.latency.kernels import KernelMap
 from edgeprune.latency.predictor import (KernelTable, KernelTimer, LatencyPredictor, TableConditions,
-                                         calibration_dir, within)
+                                         append_jsonl, calibration_dir, read_jsonl, within)
 from edgeprune.latency.where import open_meters, runtimes_for
 from edgeprune.model.prune import prune
 from edgeprune.progress import Reporter
+from edgeprune.search.agents.random import random_keep
 from edgeprune.stages.analyse import analyse_model
 from edgeprune.stages.load import load
 
@@ -55,26 +55,6 @@ class Calibration:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _samples(path: Path) -> dict[str, dict]:
-    out = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # cut short by a kill: measured again
-            out[row["key"]] = row
-    return out
-
-
-def _append(path: Path, row: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def predictor_for(model, shape, analysis, cond: TableConditions, *, root=None, grid: int = 9,
@@ -128,7 +108,7 @@ def calibrate(cfg: CompileConfig, *, root=None, grid: int = 9, fit_samples: int 
         reference = meters.search.baseline()
         fit_file = pred.table.dir / "models" / f"{pred.kmap.signature()}.json"
         sample_file = fit_file.with_suffix(".samples.jsonl")
-        stored = _samples(sample_file)
+        stored = {r["key"]: r for r in read_jsonl(sample_file)}  # a cut line: measured again
         rng = np.random.default_rng(seed)
         space = analysed.space
         roles, f, h = [], fit_samples, holdout
@@ -141,8 +121,7 @@ def calibrate(cfg: CompileConfig, *, root=None, grid: int = 9, fit_samples: int 
                 h -= 1
         plan = []
         for role in roles:
-            level = rng.uniform(0.15, 1.0)  # the random agent's draw: a shared level, spread per group
-            keep = np.clip(level * np.exp(0.25 * rng.standard_normal(space.dim)), 0, 1)
+            _, keep = random_keep(rng, space.dim)
             plan.append((role, space.candidate(keep.tolist(), origin=f"calibration {role}")))
         rows = []
         for n, (role, cand) in enumerate(plan, 1):
@@ -154,7 +133,7 @@ def calibrate(cfg: CompileConfig, *, root=None, grid: int = 9, fit_samples: int 
                           for _ in range(repeats)]
                 row = {"key": cand.key, "widths": list(cand.widths), "role": role,
                        "ratio": float(np.median(ratios)), "ratios": ratios, "baseline_p10_ms": reference.p10_ms}
-                _append(sample_file, row)
+                append_jsonl(sample_file, row)
             rows.append({**row, "role": role})
             if n % 5 == 0:
                 rep.info(f"candidates measured {n}/{len(plan)}")

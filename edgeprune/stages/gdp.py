@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeprune.gdp import GdpConfig, GdpResult, run_gdp
+from edgeprune.search.agents.random import random_keep
 from edgeprune.stages.baseline import check_reachable
 from edgeprune.stages.calibrate import run_predictor
 
@@ -25,9 +26,7 @@ def gdp_stage(inputs, analysed, evaluator, baseline, run_id: str, rep) -> GdpRes
                (smallest.widths, check_reachable(evaluator, smallest, baseline.ratio, rep).ratio_to_baseline * ref)]
     rng = np.random.default_rng(cfg.seed)
     for _ in range(FIT_SAMPLES):
-        level = rng.uniform(0.15, 1.0)
-        cand = analysed.space.candidate(np.clip(level * np.exp(0.25 * rng.standard_normal(analysed.space.dim)),
-                                                0, 1).tolist())
+        cand = analysed.space.candidate(random_keep(rng, analysed.space.dim)[1].tolist())
         samples.append((cand.widths, evaluator.remeasure(cand, rounds=None).ratio_to_baseline * ref))
     predictor.fit(samples)
     rep.info(f"GDP: latency predictor fitted on {len(samples)} measured models: {predictor.a:.4f} ms + "

@@ -9,6 +9,13 @@ from edgeprune.search.space import SearchSpace
 from edgeprune.types import Candidate, EvalResult
 
 
+def random_keep(rng: np.random.Generator, dim: int) -> tuple[float, np.ndarray]:
+    """The random agent's draw: (overall keep level s ~ U(0.15, 1), per-group keep fractions
+    s · exp(0.25 · N(0, 1)) clipped to [0, 1])."""
+    s = float(rng.uniform(0.15, 1.0))
+    return s, np.clip(s * np.exp(0.25 * rng.standard_normal(dim)), 0.0, 1.0)
+
+
 @register("random")
 class RandomAgent(BaseAgent):
     """Each candidate draws an overall keep level s ~ U(0.15, 1) and per-group keep fractions
@@ -23,8 +30,7 @@ class RandomAgent(BaseAgent):
     def ask(self) -> Candidate | None:
         # Keyed by (seed, number told): a resumed run that is told the stored results continues the sequence.
         rng = np.random.default_rng([self.seed, self.told])
-        s = rng.uniform(0.15, 1.0)
-        keep = np.clip(s * np.exp(0.25 * rng.standard_normal(self.space.dim)), 0.0, 1.0)
+        s, keep = random_keep(rng, self.space.dim)
         return self.space.candidate(keep.tolist(), origin=f"random s={s:.3f}")
 
     def tell(self, candidate: Candidate, result: EvalResult) -> None:
