@@ -58,6 +58,9 @@ class Measurement:
     # even after the meter added rounds (the number then ranks candidates less reliably).
     noise: float | None = None
     noisy: bool = False
+    # How much slower the baseline ran in these rounds than the run's reference baseline (p10 / reference
+    # − 1; latency.timing); above the settings' ``max_drift`` after the meter's pauses it counts as noisy.
+    drift: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,7 +76,9 @@ class MeasureSettings:
     ``rounds`` × ``runs_per_round`` timed runs, the models taking turns round by round; ``final_rounds`` is
     used for the final comparison. When the baseline's per-round p10 varies across rounds by more than
     ``max_noise`` (coefficient of variation), the meter measures the same number of rounds again, up to
-    ``max_rounds_factor`` times the plan, and marks the result ``noisy`` if it never settles."""
+    ``max_rounds_factor`` times the plan, and marks the result ``noisy`` if it never settles. While the
+    baseline runs more than ``max_drift`` slower than the run's reference baseline, the meter pauses
+    ``drift_pause_s`` seconds and measures the rounds again, up to ``drift_chunks`` times the plan."""
 
     threads: int = 1
     warmup: int = 20
@@ -83,6 +88,9 @@ class MeasureSettings:
     percentile: float = 10.0
     max_noise: float = 0.10
     max_rounds_factor: int = 4
+    max_drift: float = 0.05
+    drift_chunks: int = 8
+    drift_pause_s: float = 0.25
 
     def __post_init__(self):
         if self.threads < 1 or self.warmup < 0 or self.rounds < 1 or self.runs_per_round < 1 or self.final_rounds < 1:
@@ -91,6 +99,8 @@ class MeasureSettings:
             raise ValueError("percentile must be in [0, 50]")
         if self.max_noise <= 0 or self.max_rounds_factor < 1:
             raise ValueError("max_noise must be > 0 and max_rounds_factor at least 1")
+        if self.max_drift <= 0 or self.drift_chunks < 1 or self.drift_pause_s < 0:
+            raise ValueError("max_drift must be > 0, drift_chunks at least 1 and drift_pause_s ≥ 0")
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,14 @@ on a shared machine.
 
 from __future__ import annotations
 
+import time
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 from edgeprune.latency.artifact import Artifact
 from edgeprune.latency.base import LatencyBackend
-from edgeprune.latency.timing import interleave, summarise, timed_until_steady
+from edgeprune.latency.timing import QuietReference, interleave, summarise, timed_until_steady
 from edgeprune.types import Measurement, MeasureSettings
 
 
@@ -50,6 +51,10 @@ class LocalMeter:
     """Measures on this machine with ``backend``; the baseline's session stays open until ``close``.
 
     ``example`` is one real input (1×C×H×W float32). ``where`` labels every Measurement.
+
+    ``reference`` is the machine's quiet speed for the baseline over the run (``latency.timing.QuietReference``):
+    a measurement in which the baseline runs more than ``max_drift`` slower is measured again after a pause
+    (``latency.timing.timed_until_steady``), so a slow spell of the machine does not decide a candidate's ratio.
     """
 
     parallel = 1
@@ -60,30 +65,58 @@ class LocalMeter:
         self.runtime = backend.name
         self._version = backend.version()
         self._baseline = self._open(baseline)
+        self.reference = QuietReference(settings.runs_per_round, settings.percentile)
 
     def _open(self, artifact: Artifact):
         a = artifact.for_runtime(self.runtime)
         return self.backend.open(a.library or a.onnx, self.example, threads=self.settings.threads)
 
-    def _summ(self, t, rounds, base) -> Measurement:
+    def _summ(self, t, rounds, base, reference_ms) -> Measurement:
         return summarise(t, settings=self.settings, rounds=rounds, backend=self.runtime, version=self._version,
-                         where=self.where, baseline_ms=base)
+                         where=self.where, baseline_ms=base, reference_ms=reference_ms)
+
+    def _steady(self, time_fn, rounds: int):
+        """``timed_until_steady`` against the quiet reference, which then learns the rounds measured.
+        Returns (candidate ms, baseline ms, rounds, the reference used)."""
+        ref = self.reference.ms
+        t_c, t_b, total = timed_until_steady(time_fn, rounds, self.settings, reference_ms=ref)
+        self.reference.add(t_b)
+        return t_c, t_b, total, ref
 
     def baseline(self, *, rounds: int | None = None) -> Measurement:
-        """The baseline alone, ``rounds`` rounds (default: ``final_rounds``)."""
-        rounds = rounds or self.settings.final_rounds
-        t, _, total = timed_until_steady(lambda n: (self._interleave([self._baseline], n)[0],) * 2, rounds,
-                                         self.settings)
-        return self._summ(t, total, t)
+        """The baseline alone, ``rounds`` rounds (default: ``final_rounds``). The first call, with no
+        reference yet, spreads its rounds over four chunks ``drift_pause_s`` apart, so that one slow spell
+        of the machine does not make the whole reference."""
+        s = self.settings
+        rounds = rounds or s.final_rounds
+
+        def alone(n):
+            t = self._interleave([self._baseline], n)[0]
+            return t, t
+
+        def spread(n):
+            parts = []
+            for i in range(4):
+                if i:
+                    time.sleep(s.drift_pause_s)
+                parts.append(alone(n // 4 + (i < n % 4))[0])
+            t = np.concatenate(parts)
+            return t, t
+
+        first = self.reference.ms is None and rounds >= 4
+        t, _, total, ref = self._steady(spread if first else alone, rounds)
+        return self._summ(t, total, t, ref if ref is not None else self.reference.ms)
 
     def measure(self, artifact: Artifact, *, rounds: int | None = None) -> Pair:
         """Time ``artifact`` interleaved with the baseline (``rounds``, default the search plan's, more when
-        the machine is noisy). The candidate's ``ratio_to_baseline`` is its p10 / the baseline's p10."""
+        the machine is noisy or slower than its quiet reference). The candidate's ``ratio_to_baseline`` is
+        its p10 / the baseline's p10."""
+        if self.reference.ms is None:
+            self.baseline()  # e.g. a resumed run's meter: the reference the drift check needs
         run = self._open(artifact)
         rounds = rounds or self.settings.rounds
-        t_c, t_b, total = timed_until_steady(lambda n: tuple(self._interleave([run, self._baseline], n)), rounds,
-                                             self.settings)
-        return Pair(self._summ(t_c, total, t_b), self._summ(t_b, total, t_b))
+        t_c, t_b, total, ref = self._steady(lambda n: tuple(self._interleave([run, self._baseline], n)), rounds)
+        return Pair(self._summ(t_c, total, t_b, ref), self._summ(t_b, total, t_b, ref))
 
     def measure_many(self, artifacts: list[Artifact], *, rounds: int | None = None) -> list[Pair]:
         return [self.measure(a, rounds=rounds) for a in artifacts]

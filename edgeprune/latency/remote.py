@@ -18,7 +18,7 @@ from edgeprune.latency.artifact import Artifact
 from edgeprune.latency.base import get_backend
 from edgeprune.latency.meter import Pair
 from edgeprune.latency.rpc import DevicePool, DeviceSession
-from edgeprune.latency.timing import summarise, timed_until_steady
+from edgeprune.latency.timing import QuietReference, summarise, timed_until_steady
 from edgeprune.types import Measurement, MeasureSettings
 
 
@@ -50,6 +50,9 @@ class RemoteMeter:
         if runtime not in info.get("runtimes", {}):
             raise DeviceError(f"device {info['name']} has no {runtime}; its runtimes: {info.get('runtimes')}")
         self._base = self._payload(baseline)
+        # Per device: its quiet baseline speed, the drift check's reference (latency.timing); devices of a
+        # key are different machines, so each has its own.
+        self._refs: dict[str, QuietReference] = {}
 
     def _payload(self, artifact: Artifact) -> bytes:
         a = artifact.for_runtime(self.runtime)
@@ -71,9 +74,14 @@ class RemoteMeter:
                 meta.update(r)
                 return np.asarray(r["candidate_ms"]), np.asarray(r["baseline_ms"])
 
-            t_c, t_b, total = timed_until_steady(time_on_device, rounds, self.settings)
+            s = self.settings
+            quiet = self._refs.setdefault(sess.name, QuietReference(s.runs_per_round, s.percentile))
+            ref = quiet.ms
+            t_c, t_b, total = timed_until_steady(time_on_device, rounds, s, reference_ms=ref)
+            quiet.add(t_b)
             where = f"{self.where}; device {meta['device']['name']} ({meta['device']['arch']})"
-            kw = dict(settings=self.settings, rounds=total, backend=self.runtime, version=meta["version"], where=where)
+            kw = dict(settings=s, rounds=total, backend=self.runtime, version=meta["version"], where=where,
+                      reference_ms=ref)
             return Pair(summarise(t_c, baseline_ms=t_b, **kw), summarise(t_b, baseline_ms=t_b, **kw))
 
         return self.pool.call(fn, what)

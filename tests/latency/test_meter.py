@@ -5,7 +5,7 @@ import torch
 from edgeprune.errors import TargetError
 from edgeprune.export.onnx import export_verified
 from edgeprune.latency import Artifact, LocalMeter, MeasureSettings, Meter, get_backend
-from edgeprune.latency.timing import round_noise, summarise, timed_until_steady
+from edgeprune.latency.timing import QuietReference, round_noise, summarise, timed_until_steady
 from edgeprune.model.prune import analyse, prune
 from edgeprune.model.zoo import resnet20
 from edgeprune.types import Measurement
@@ -104,3 +104,64 @@ def test_noise_settings_are_validated():
         MeasureSettings(max_noise=0)
     with pytest.raises(ValueError):
         MeasureSettings(max_rounds_factor=0)
+
+
+def _slow_then_quiet(slow_calls: int, calls: list):
+    """A fake machine: the first ``slow_calls`` chunks run 20% slower (candidate and baseline alike,
+    plus a fixed 0.3 ms on the candidate: small models suffer most), then it is quiet."""
+    def time_fn(n):
+        calls.append(n)
+        slow = len(calls) <= slow_calls
+        b = np.full(5 * n, 1.2 if slow else 1.0)
+        return b * 0.4 + (0.3 if slow else 0.0), b
+    return time_fn
+
+
+def test_a_slow_spell_is_waited_out_and_pooled_with_the_quiet_rounds():
+    s = MeasureSettings(runs_per_round=5, rounds=2, max_drift=0.05, drift_chunks=8, drift_pause_s=0.5)
+    calls, pauses = [], []
+    t_c, t_b, total = timed_until_steady(_slow_then_quiet(2, calls), 2, s, reference_ms=1.0, sleep=pauses.append)
+    assert calls == [2, 2, 2] and pauses == [0.5, 0.5] and total == 6
+    m = summarise(t_c, settings=s, rounds=total, backend="b", version="1", where="x", baseline_ms=t_b,
+                  reference_ms=1.0)
+    # The pooled p10 comes from the quiet rounds: the ratio the quiet machine has, not the slow spell's.
+    assert m.ratio_to_baseline == pytest.approx(0.4) and m.drift == pytest.approx(0.0) and not m.noisy
+
+    # Without a reference (or with the check off) the slow spell decides the ratio: 0.78/1.2 = 0.65.
+    calls.clear()
+    t_c, t_b, total = timed_until_steady(_slow_then_quiet(2, calls), 2, s, reference_ms=None, sleep=pauses.append)
+    assert calls == [2] and np.percentile(t_c, 10) / np.percentile(t_b, 10) == pytest.approx(0.65)
+
+
+def test_a_machine_that_stays_slow_is_measured_drift_chunks_times_and_labelled_noisy():
+    s = MeasureSettings(runs_per_round=5, rounds=2, max_drift=0.05, drift_chunks=3, drift_pause_s=0.0)
+    calls = []
+    t_c, t_b, total = timed_until_steady(_slow_then_quiet(99, calls), 2, s, reference_ms=1.0, sleep=lambda _: None)
+    assert calls == [2, 2, 2] and total == 6
+    m = summarise(t_c, settings=s, rounds=total, backend="b", version="1", where="x", baseline_ms=t_b,
+                  reference_ms=1.0)
+    assert m.drift == pytest.approx(0.2) and m.noisy
+    with pytest.raises(ValueError):
+        MeasureSettings(max_drift=0)
+    with pytest.raises(ValueError):
+        MeasureSettings(drift_chunks=0)
+
+
+def test_the_quiet_reference_is_the_low_percentile_of_per_round_p10s():
+    q = QuietReference(per_round=5, percentile=10, min_rounds=4)
+    q.add(np.full(15, 1.0))
+    assert q.ms is None  # 3 rounds: too few
+    q.add(np.concatenate([np.full(5 * 8, 1.3), np.full(5 * 2, 1.0)]))  # a slow spell, then quiet
+    assert q.ms == pytest.approx(1.0)  # 5 of 13 rounds quiet: the quiet speed, not the spell's
+
+
+def test_the_local_meter_measures_against_the_run_s_quiet_reference():
+    torch.manual_seed(0)
+    model = resnet20().eval()
+    x = torch.randn(4, *SHAPE)
+    base, _, _ = export_verified(model, SHAPE, x)
+    s = MeasureSettings(warmup=2, rounds=3, runs_per_round=5, final_rounds=24, drift_pause_s=0.01)
+    meter = LocalMeter(get_backend("onnxruntime"), Artifact(base), x[:1].numpy(), s, "host")
+    cand, b = meter.measure(Artifact(base))  # a first measurement measures the reference first
+    assert meter.reference.ms is not None and cand.drift is not None and cand.rounds % 3 == 0
+    assert Measurement.from_dict(cand.to_dict()) == cand
