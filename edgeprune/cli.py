@@ -11,6 +11,7 @@ import click
 
 from edgeprune.cli_calibrate import calibrate_cmd
 from edgeprune.cli_device import device_group
+from edgeprune.cli_history import history_group
 from edgeprune.cli_options import _fraction, _model_input_options, _shape
 from edgeprune.errors import EdgePruneError
 
@@ -27,7 +28,7 @@ def cli() -> None:
 @click.option("--latency-target", default="0.5x", show_default=True, help="Fraction of baseline ('0.5x') or ms ('3.5ms').")
 @click.option("--out", default="dist", show_default=True, help="Output folder; artifacts go to OUT/<model name>/.")
 @click.option("--data", default="shapes", show_default=True, help="Built-in (shapes, digits) or a path.")
-@click.option("--agent", default="bo", show_default=True, help="Search agent: bo, bo-plain, bo-flops, uniform, random.")
+@click.option("--agent", default="bo", show_default=True, help="Search agent: bo, bo-plain, bo-flops, rl, uniform, random.")
 @click.option("--budget", default=40, show_default=True, type=int, help="Number of distinct candidate evaluations.")
 @click.option("--clusters", default=None, type=int, help="bo: clusters in the first phase (default about sqrt(groups)).")
 @click.option("--batch", default=1, show_default=True, type=int, help="bo: candidates proposed at once.")
@@ -50,6 +51,9 @@ def cli() -> None:
                    "without evaluating them; kernel tables are measured on first use (edgeprune calibrate).")
 @click.option("--calibration-dir", default=None, type=click.Path(file_okay=False),
               help="Kernel tables of the latency predictor (default: $EDGEPRUNE_CALIBRATION, else ./calibration).")
+@click.option("--history", default="auto", show_default=True, metavar="off|auto|PATH",
+              help="Evaluations of earlier runs the rl and bo agents start from, and where this run's are added "
+                   "(auto: $EDGEPRUNE_HISTORY, else ~/.cache/edgeprune/history.sqlite).")
 @click.option("--finetune-epochs", default=4, show_default=True, type=int)
 @click.option("--distill", is_flag=True, help="Fine-tune with knowledge distillation from the original model.")
 @click.option("--resume", default=None, metavar="RUN", help="Continue run RUN from OUT/runs.sqlite.")
@@ -128,7 +132,7 @@ PROJECT_OPTIONS = {"target": str, "latency_target": str, "out": str, "data": str
                    "min_accuracy": float, "max_accuracy_drop": float, "quantize": str, "int8_max_drop": float,
                    "search_bn_samples": int, "early_stop": bool, "depth": bool,
                    "quantize_in_search": bool, "latency_screen": float, "calibration_dir": str,
-                   "method": str, "gdp_epochs": int, "gdp_cost": str}
+                   "history": str, "method": str, "gdp_epochs": int, "gdp_cost": str}
 PROJECT_PATHS = {"out": None, "data": lambda v: v not in ("shapes", "shapes-hard", "digits"), "target": lambda v: v.endswith(".toml")}
 
 
@@ -299,6 +303,8 @@ def targets_cmd() -> None:
 cli.add_command(device_group)
 
 cli.add_command(calibrate_cmd)
+
+cli.add_command(history_group)
 
 
 def main() -> None:

@@ -91,6 +91,9 @@ class CompileConfig:
     gdp_epochs: int = 4  # gated-training epochs (fine-tuning after pruning: finetune_epochs)
     gdp_cost: str = "latency"  # GDP's per-channel cost: "latency" (predicted on this target) or "macs"
     calibration_dir: str | None = None  # kernel tables (None: $EDGEPRUNE_CALIBRATION, else ./calibration)
+    # Evaluations of earlier runs (edgeprune.history): "auto" ($EDGEPRUNE_HISTORY, else
+    # ~/.cache/edgeprune/history.sqlite), "off", or a path. Agents that take ``prior`` (rl, bo) start from it.
+    history: str = "auto"
     project_config: str | None = None  # the edgeprune.toml / pyproject.toml some of these came from
 
     def __post_init__(self):
@@ -138,6 +141,8 @@ class CompileConfig:
         if self.method == "gdp" and (self.quantize_in_search or self.latency_screen is not None or self.depth):
             raise EdgePruneError("--method gdp trains gates instead of searching: --quantize-in-search, "
                                  "--latency-screen and --depth are search options")
+        if not self.history:
+            raise EdgePruneError("--history must be off, auto or a path")
         if self.latency_screen is not None and not 0 <= self.latency_screen <= 10:
             raise EdgePruneError("--latency-screen is a margin over the target, a fraction such as 0.15 (15%)")
         if self.search_bn_samples is not None and self.search_bn_samples < 10:

@@ -36,6 +36,7 @@ from edgeprune.stages.analyse import analyse_model
 from edgeprune.stages.baseline import check_reachable, measure_baseline
 from edgeprune.stages.finish import finish
 from edgeprune.stages.gdp import gdp_stage
+from edgeprune.stages.history import prior_for, record as record_history
 from edgeprune.stages.gates import GateError, check_gates, enforce
 from edgeprune.stages.load import Inputs, agent_options, load
 from edgeprune.stages.quantize import quantize_final
@@ -190,14 +191,17 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
 def _search_and_choose(inputs, analysed, evaluator, baseline, store, run_id, state, rep):
     """The search and the final choice: (pruned model, history, candidate index, widths, how it was chosen)."""
     cfg = inputs.cfg
+    prior, state["history"] = prior_for(inputs, analysed, baseline, store, run_id, rep)
+    options = dict(agent_options(cfg), **({"prior": prior} if prior else {}))
     agent = state["agent"] = make_agent(cfg.agent, analysed.space, budget=cfg.budget, seed=cfg.seed,
-                                        latency_ratio=baseline.ratio, **agent_options(cfg))
+                                        latency_ratio=baseline.ratio, **options)
     if agent.constraint == "latency" and not store.evaluations(run_id):
         check_reachable(evaluator, analysed.smallest(), baseline.ratio, rep)
     screen = None
     if cfg.latency_screen is not None:
         screen = state["screen"] = open_screen(inputs, analysed, evaluator.meter, baseline, agent, rep)
     outcome = state["outcome"] = _search(agent, evaluator, store, run_id, cfg, rep, screen)
+    state["history"]["recorded"] = record_history(inputs, analysed, baseline, run_id, outcome.evaluations, rep)
     if screen is not None:
         rep.info(f"latency screen: {screen.screened} proposals predicted above "
                  f"{screen.target * (1 + screen.margin):.3f}x were not evaluated")
@@ -269,6 +273,7 @@ def _report(status, reason, inputs, run_id, t_start, state, rep):
                         outcome=state.get("outcome"), selection=state.get("selection"), final=state.get("final"),
                         deployment=state.get("deployment"), gates=state.get("gates", ()),
                         quantized=state.get("quantized"), screen=state.get("screen"), gdp=state.get("gdp"),
+                        history=state.get("history"),
                         warnings_seen=rep.warnings)
 
 

@@ -115,7 +115,7 @@ class Report:
 
 def build_report(*, status: str, run_id: str, inputs, t_start: float, reason: str | None = None, analysed=None,
                  baseline=None, base_accuracy: float | None = None, agent=None, outcome=None, selection=None,
-                 final=None, deployment=None, gates=(), quantized=None, screen=None, gdp=None, warnings_seen=()) -> Report:
+                 final=None, deployment=None, gates=(), quantized=None, screen=None, gdp=None, history=None, warnings_seen=()) -> Report:
     """The report from the stages' typed results; every argument after ``t_start`` may be missing when
     the run stopped before that stage."""
     cfg, loaded, profile, plan = inputs.cfg, inputs.loaded, inputs.profile, inputs.plan
@@ -138,6 +138,7 @@ def build_report(*, status: str, run_id: str, inputs, t_start: float, reason: st
                                  "val_samples": cfg.search_val_samples,
                                  "stopped_early": _stopped_early(outcome.evaluations)},
                   "screen": screen.describe() if screen is not None else None,
+                  "history": history,
                   "confirmations": list(selection.confirmations) if selection else [],
                   "confirmed": selection.confirmed if selection else None, "wall_time_s": outcome.seconds,
                   "groups": analysed.analysis.to_dict() if analysed else None}

@@ -25,6 +25,15 @@ NEEDS = {
     "needs_browser": ("chromedriver", "chromedriver is missing (bash tools/setup_browser.sh installs Debian's "
                       "chromium and chromium-driver; root or sudo)"),
 }
+
+
+@pytest.fixture(autouse=True)
+def own_history(tmp_path, monkeypatch):
+    """Each test its own history file (edgeprune.history), also for the CLI runs it starts: runs of other
+    tests (or of the user) must not become a test's prior."""
+    monkeypatch.setenv("EDGEPRUNE_HISTORY", str(tmp_path / "history.sqlite"))
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         for marker, (tool, reason) in NEEDS.items():

@@ -14,6 +14,12 @@ Resumable: rows already in --results are printed, not run again.
 
 from __future__ import annotations
 
+import os
+
+# Benchmarks compare methods from a cold start: earlier runs' history (edgeprune.history) stays out unless a
+# tool turns it on for itself.
+os.environ.setdefault("EDGEPRUNE_HISTORY", "off")
+
 import argparse
 import json
 import tempfile

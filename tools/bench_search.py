@@ -18,6 +18,12 @@ that choice measures at.
 
 from __future__ import annotations
 
+import os
+
+# Benchmarks compare methods from a cold start: earlier runs' history (edgeprune.history) stays out unless a
+# tool turns it on for itself.
+os.environ.setdefault("EDGEPRUNE_HISTORY", "off")
+
 import argparse
 import json
 import statistics

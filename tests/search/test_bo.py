@@ -188,3 +188,55 @@ def test_a_failed_gp_fit_is_counted_and_warned(monkeypatch):
         c = agent.ask()
     assert c is not None and c.origin.startswith("bo phase 0")  # still proposes, with the initial hyperparameters
     assert agent_info(agent)["gp_fit_failures"] == 1
+
+
+def _history(n: int, seed: int, *, same_conditions: bool):
+    """History rows (``edgeprune.history`` annotated) of an earlier run of this model: random strategies."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        c = SPACE.candidate(rng.uniform(0.1, 1, SPACE.dim).tolist())
+        r = evaluate(c)
+        rows.append({"run_id": f"old{seed}", "idx": i, "keep": list(c.keep), "ratio": r.measurement.ratio_to_baseline,
+                     "accuracy": r.accuracy, "same_model": True, "same_conditions": same_conditions})
+    return rows
+
+
+def test_history_of_the_same_model_and_target_warm_starts_bo():
+    cold = make_agent("bo", SPACE, budget=30, seed=0, latency_ratio=TARGET)
+    warm = make_agent("bo", SPACE, budget=30, seed=0, latency_ratio=TARGET, prior=_history(40, 1, same_conditions=True))
+    assert cold.ask().origin.startswith("uniform")
+    first = warm.ask()
+    assert first.origin.startswith("bo phase 0"), first.origin  # the GP's proposal, no initial design
+    info = agent_info(warm)["history"]
+    assert info["accuracy_observations"] == 40 == info["constraint_observations"] and info["n_init"] == 0
+    # A few evaluations in, the warm-started agent is ahead of the cold one.
+    def best_after(agent, n):
+        best = 0.0
+        for _ in range(n):
+            c = agent.ask()
+            r = evaluate(c)
+            agent.tell(c, r)
+            best = max(best, r.accuracy if r.feasible else 0.0)
+        return best
+    warm = make_agent("bo", SPACE, budget=30, seed=0, latency_ratio=TARGET, prior=_history(40, 1, same_conditions=True))
+    cold = make_agent("bo", SPACE, budget=30, seed=0, latency_ratio=TARGET)
+    assert best_after(warm, 6) > best_after(cold, 6)
+
+
+def test_history_of_the_same_model_on_another_target_gives_accuracy_only():
+    rows = _history(20, 2, same_conditions=False)
+    warm = make_agent("bo", SPACE, budget=30, seed=0, latency_ratio=TARGET, prior=rows)
+    info = agent_info(warm)["history"]
+    assert info["accuracy_observations"] == 20 and info["constraint_observations"] == 0
+    # Latency must still be learnt here: the uniform steps stay, the Sobol points go.
+    seen = []
+    for _ in range(warm.uniform_init + 1):
+        c = warm.ask()
+        warm.tell(c, evaluate(c))
+        seen.append(c.origin)
+    assert all(o.startswith("uniform") for o in seen[:-1]) and seen[-1].startswith("bo phase"), seen
+    # Another model's history is not this model's accuracy: bo ignores it (rl uses it).
+    other = [dict(r, same_model=False, same_conditions=False) for r in rows]
+    assert agent_info(make_agent("bo", SPACE, budget=30, seed=0, latency_ratio=TARGET,
+                                 prior=other))["history"]["accuracy_observations"] == 0

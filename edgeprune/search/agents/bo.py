@@ -59,7 +59,7 @@ class BOAgent(BaseAgent):
                  clusters: int | None = None, rollback: bool = True, constraint: str = "latency",
                  batch: int = 1, n_init: int | None = None, stagnation: int | None = None,
                  schedule: tuple[float, float] = (0.5, 0.75), top_m: int = 10, uniform_init: int | None = None,
-                 name: str = "bo"):
+                 name: str = "bo", prior: list | None = None):
         if constraint not in ("latency", "macs"):
             raise ValueError(f"constraint must be 'latency' or 'macs', not {constraint!r}")
         self.name = name
@@ -100,13 +100,34 @@ class BOAgent(BaseAgent):
         # model only; the accuracy model and the incumbent are measured evaluations alone.
         self.s_keeps: list[np.ndarray] = []
         self.s_con: list[float] = []
+        self._warm_start(prior or [])
         self.best, self.since_best, self.phase_start = -math.inf, 0, 0
         self.pending: list[Candidate] = []
         self.history: list[dict] = []  # phase switches, for the report
         self.gp_fit_failures = 0  # fits that raised: the proposal used the GP's initial hyperparameters
 
+    def _warm_start(self, prior: list) -> None:
+        """History (``edgeprune.history`` rows annotated by ``annotate``): evaluations of this same model on
+        this data in earlier runs join the accuracy model (accuracy does not depend on the target); those
+        also measured on this target under the same conditions join the latency-constraint model. With
+        four or more of the first, the Sobol part of the initial design is skipped; with four or more of
+        the second, the uniform steps too: the first proposal is already the GP's."""
+        rows = [r for r in prior if r.get("same_model") and r.get("keep") and len(r["keep"]) == self.space.dim]
+        self.p_keeps = [np.asarray(r["keep"], dtype=float) for r in rows]
+        self.p_acc = [float(r["accuracy"]) for r in rows]
+        con = [r for r in rows if r.get("same_conditions") and self.constraint == "latency" and r.get("ratio")]
+        self.p_con_keeps = [np.asarray(r["keep"], dtype=float) for r in con]
+        self.p_con = [float(r["ratio"]) for r in con]
+        self.prior_info = {"rows_given": len(prior), "accuracy_observations": len(rows),
+                           "constraint_observations": len(con), "runs": len({r.get("run_id") for r in rows})}
+        if len(self.p_keeps) >= 4:
+            self.n_init = self.uniform_init
+            if len(self.p_con) >= 4 and any(c <= self.target for c in self.p_con):
+                self.n_init = self.uniform_init = 0
+        self.prior_info.update(n_init=self.n_init, uniform_init=self.uniform_init)
+
     def describe(self) -> dict:
-        return {"constraint": self.constraint, "batch": self.batch, "n_init": self.n_init, "uniform_init": self.uniform_init,
+        return {"constraint": self.constraint, "history": self.prior_info, "batch": self.batch, "n_init": self.n_init, "uniform_init": self.uniform_init,
                 "stagnation": self.stagnation, "switch_at": self.switch_at,
                 "clusters": [a.tolist() for a in self.assignments], "phase_switches": self.history,
                 "gp_fit_failures": self.gp_fit_failures}
@@ -122,7 +143,7 @@ class BOAgent(BaseAgent):
 
     @property
     def any_feasible(self) -> bool:
-        return any(c <= self.target for c in self.con)
+        return any(c <= self.target for c in self.con + self.p_con)
 
     def tell(self, candidate: Candidate, result: EvalResult) -> None:
         self.keeps.append(self._keep_of(candidate))
@@ -227,13 +248,19 @@ class BOAgent(BaseAgent):
         n = len(self.keeps)
         # Seeds follow every tell, screened ones included: a screened proposal is not proposed again.
         m = n + len(self.s_keeps)
-        X = torch.tensor(self.phase.from_full(np.stack(self.keeps)), dtype=torch.double)
-        Y = torch.tensor(np.stack([self.acc, self.con], 1), dtype=torch.double)
-        Xc, Yc = X, Y[:, 1:2]
-        if self.s_keeps:
-            Xc = torch.cat([X, torch.tensor(self.phase.from_full(np.stack(self.s_keeps)), dtype=torch.double)])
-            Yc = torch.cat([Yc, torch.tensor(self.s_con, dtype=torch.double)[:, None]])
-        d = X.shape[1]
+        def xs(keeps):
+            return torch.tensor(self.phase.from_full(np.stack(keeps)), dtype=torch.double).reshape(len(keeps), -1)
+
+        def ys(v):
+            return torch.tensor(v, dtype=torch.double).reshape(-1, 1)
+
+        # Accuracy: this run's evaluations and history's of this model; constraint: this run's, the screened
+        # predictions, and history's measured on this target under the same conditions.
+        X = xs(self.keeps + self.p_keeps)
+        Ya = ys(self.acc + self.p_acc)
+        Xc = xs(self.keeps + self.s_keeps + self.p_con_keeps)
+        Yc = ys(self.con + self.s_con + self.p_con)
+        d = self.phase.dim
         fit_error = None
         with one_thread(), warnings.catch_warnings():
             # Observations from before a roll-back lie outside the narrowed bounds by design.
@@ -246,7 +273,7 @@ class BOAgent(BaseAgent):
             # diagonal and warns once per posterior: a handled fallback that filled the terminal with warnings.
             warnings.simplefilter("ignore", NumericalWarning)
             torch.manual_seed(self.seed * 100_003 + m)
-            models = [SingleTaskGP(X, Y[:, :1], outcome_transform=Standardize(m=1)),
+            models = [SingleTaskGP(X, Ya, outcome_transform=Standardize(m=1)),
                       SingleTaskGP(Xc, Yc, outcome_transform=Standardize(m=1))]
             model = ModelListGP(*models)
             try:
@@ -272,7 +299,7 @@ class BOAgent(BaseAgent):
                           category=GPFitWarning, stacklevel=2)
         xs = cand.detach().numpy()
         # Quantised widths can map a proposal onto an evaluated strategy: nudge it with a Sobol point instead.
-        seen = {self.space.candidate(k.tolist()).key for k in self.keeps + self.s_keeps}
+        seen = {self.space.candidate(k.tolist()).key for k in self.keeps + self.s_keeps + self.p_keeps}
         for i, x in enumerate(xs):
             if self._candidate(x, "").key in seen:
                 xs[i] = self._sobol(1, 1000 + m + i)[0]
@@ -282,18 +309,19 @@ class BOAgent(BaseAgent):
 @register("bo")
 def _bo(space: SearchSpace, *, budget: int, seed: int, latency_ratio: float, clusters: int | None = None,
         batch: int = 1, n_init: int | None = None, uniform_init: int | None = None, stagnation: int | None = None,
-        schedule: tuple[float, float] = (0.5, 0.75), top_m: int = 10) -> BOAgent:
+        schedule: tuple[float, float] = (0.5, 0.75), top_m: int = 10, prior: list | None = None) -> BOAgent:
     """Clusters then roll-back, constrained by measured latency."""
     return BOAgent(space, budget=budget, seed=seed, latency_ratio=latency_ratio, clusters=clusters, batch=batch,
-                   n_init=n_init, uniform_init=uniform_init, stagnation=stagnation, schedule=schedule, top_m=top_m)
+                   n_init=n_init, uniform_init=uniform_init, stagnation=stagnation, schedule=schedule, top_m=top_m,
+                   prior=prior)
 
 
 @register("bo-plain")
 def _bo_plain(space: SearchSpace, *, budget: int, seed: int, latency_ratio: float, batch: int = 1,
-              n_init: int | None = None, uniform_init: int | None = None) -> BOAgent:
+              n_init: int | None = None, uniform_init: int | None = None, prior: list | None = None) -> BOAgent:
     """Every group its own dimension from the start: no clusters, no roll-back."""
     return BOAgent(space, budget=budget, seed=seed, latency_ratio=latency_ratio, clusters=space.dim, rollback=False,
-                   batch=batch, n_init=n_init, uniform_init=uniform_init, name="bo-plain")
+                   batch=batch, n_init=n_init, uniform_init=uniform_init, name="bo-plain", prior=prior)
 
 
 @register("bo-flops")
