@@ -189,7 +189,10 @@ def _stored(db, run_id=None):
 
 @pytest.mark.slow
 def test_run_killed_half_way_resumes_without_reevaluating(resnet20_ckpt, tmp_path):
-    args = ["compile", str(resnet20_ckpt), "--agent", "random", "--budget", "6", "--out", str(tmp_path), *FAST]
+    # 0.8x: the test is about a killed run resuming; six random candidates miss the default 0.5x about one
+    # time in twelve (random keeps reach it about one time in three), which failed this test once.
+    args = ["compile", str(resnet20_ckpt), "--agent", "random", "--budget", "6", "--latency-target", "0.8x",
+            "--out", str(tmp_path), *FAST]
     proc = subprocess.Popen([sys.executable, "-m", "edgeprune.cli", *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db, run_id, deadline = tmp_path / "runs.sqlite", None, time.time() + 300

@@ -137,8 +137,11 @@ def test_an_expired_session_is_reopened(farm, tiny_bytes):
 
 @pytest.mark.slow
 def test_run_stops_clearly_when_every_device_is_gone_and_resumes_later(farm, resnet20_ckpt, tmp_path):
+    # 0.8x: the test is about devices lost and the run resumed, not about reaching a hard target (at the
+    # default 0.5x six random candidates missed it once in CI: random keeps reach 0.5x about one time in three).
     args = ["compile", str(resnet20_ckpt), "--target", "host", "--tracker", farm.tracker, "--device-key", "testdev",
-            "--agent", "random", "--budget", "6", "--data", "digits", "--finetune-epochs", "0", "--out", str(tmp_path)]
+            "--agent", "random", "--budget", "6", "--data", "digits", "--finetune-epochs", "0", "--out", str(tmp_path),
+            "--latency-target", "0.8x"]
     proc = subprocess.Popen([sys.executable, "-m", "edgeprune.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     db = tmp_path / "runs.sqlite"

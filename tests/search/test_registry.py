@@ -189,7 +189,7 @@ def test_built_in_agents_inherit_the_defaults():
 
 
 def test_unknown_agent_lists_the_available_ones():
-    with pytest.raises(EdgePruneError, match=r"unknown agent 'nope'; available: bo, bo-flops, bo-plain, random, uniform"):
+    with pytest.raises(EdgePruneError, match=r"unknown agent 'nope'; available: bo, bo-flops, bo-plain, random, rl, uniform"):
         make_agent("nope", SPACE, budget=1, seed=0, latency_ratio=0.5)
     with pytest.raises(EdgePruneError, match="unknown agent 'nope'"):
         check_agent("nope", {})
