@@ -205,23 +205,26 @@ def _history(n: int, seed: int, *, same_conditions: bool):
 def test_history_of_the_same_model_and_target_warm_starts_bo():
     cold = make_agent("bo", SPACE, budget=30, seed=0, latency_ratio=TARGET)
     warm = make_agent("bo", SPACE, budget=30, seed=0, latency_ratio=TARGET, prior=_history(40, 1, same_conditions=True))
-    assert cold.ask().origin.startswith("uniform")
-    first = warm.ask()
-    assert first.origin.startswith("bo phase 0"), first.origin  # the GP's proposal, no initial design
     info = agent_info(warm)["history"]
-    assert info["accuracy_observations"] == 40 == info["constraint_observations"] and info["n_init"] == 0
-    # A few evaluations in, the warm-started agent is ahead of the cold one.
-    def best_after(agent, n):
-        best = 0.0
+    assert info["accuracy_observations"] == 40 == info["constraint_observations"]
+    assert info["n_init"] == warm.uniform_init == cold.uniform_init > 0  # the uniform steps stay, Sobol goes
+
+    def origins_and_best(agent, n):
+        origins, best = [], 0.0
         for _ in range(n):
             c = agent.ask()
             r = evaluate(c)
             agent.tell(c, r)
+            origins.append(c.origin)
             best = max(best, r.accuracy if r.feasible else 0.0)
-        return best
-    warm = make_agent("bo", SPACE, budget=30, seed=0, latency_ratio=TARGET, prior=_history(40, 1, same_conditions=True))
-    cold = make_agent("bo", SPACE, budget=30, seed=0, latency_ratio=TARGET)
-    assert best_after(warm, 6) > best_after(cold, 6)
+        return origins, best
+
+    o_cold, b_cold = origins_and_best(cold, 8)
+    o_warm, b_warm = origins_and_best(warm, 8)
+    k = warm.uniform_init
+    assert o_cold[:k] == o_warm[:k] and all(o.startswith("uniform") for o in o_warm[:k])
+    assert o_cold[k].startswith("sobol") and o_warm[k].startswith("bo phase"), (o_cold, o_warm)
+    assert b_warm >= b_cold
 
 
 def test_history_of_the_same_model_on_another_target_gives_accuracy_only():

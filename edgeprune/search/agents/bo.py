@@ -110,8 +110,8 @@ class BOAgent(BaseAgent):
         """History (``edgeprune.history`` rows annotated by ``annotate``): evaluations of this same model on
         this data in earlier runs join the accuracy model (accuracy does not depend on the target); those
         also measured on this target under the same conditions join the latency-constraint model. With
-        four or more of the first, the Sobol part of the initial design is skipped; with four or more of
-        the second, the uniform steps too: the first proposal is already the GP's."""
+        four or more of the first, the Sobol part of the initial design is skipped: after the uniform
+        steps the proposals are the GP's."""
         rows = [r for r in prior if r.get("same_model") and r.get("keep") and len(r["keep"]) == self.space.dim]
         self.p_keeps = [np.asarray(r["keep"], dtype=float) for r in rows]
         self.p_acc = [float(r["accuracy"]) for r in rows]
@@ -121,9 +121,9 @@ class BOAgent(BaseAgent):
         self.prior_info = {"rows_given": len(prior), "accuracy_observations": len(rows),
                            "constraint_observations": len(con), "runs": len({r.get("run_id") for r in rows})}
         if len(self.p_keeps) >= 4:
+            # The uniform steps stay: on ResNet-56 the first of them was already within 3 points of the
+            # cold run's best, and a warm start without them began at 0.44 (docs/benchmarks.md).
             self.n_init = self.uniform_init
-            if len(self.p_con) >= 4 and any(c <= self.target for c in self.p_con):
-                self.n_init = self.uniform_init = 0
         self.prior_info.update(n_init=self.n_init, uniform_init=self.uniform_init)
 
     def describe(self) -> dict:
