@@ -65,3 +65,14 @@ def evaluation_setup(model: str, data: str, target: str) -> Setup:
     ref = meter.baseline()
     analysis = analyse(loaded.model, shape, round_to=profile.round_to)
     return Setup(defaults, loaded, shape, calib, val, meter, ref, analysis, profile)
+
+
+def best_feasible_curve(report: dict) -> tuple[float, list[float]]:
+    """(best feasible search accuracy, the best-feasible-so-far after each evaluation; -1 before any) of a
+    compile report's candidates."""
+    best, curve = -1.0, []
+    for c in report["candidates"]:
+        if c["feasible"]:
+            best = max(best, c["accuracy"])
+        curve.append(best)
+    return best, curve

@@ -56,7 +56,7 @@ def accuracy_row(model: str, a) -> dict:
 
 
 def screen_row(model: str, target: str, agent: str, seed: int, margin: float | None, a, cal: Path) -> dict:
-    from bench_common import ORT_PROFILE
+    from bench_common import ORT_PROFILE, best_feasible_curve
     from edgeprune.config import CompileConfig
     from edgeprune.pipeline import compile_model
     from edgeprune.progress import Reporter
@@ -70,11 +70,7 @@ def screen_row(model: str, target: str, agent: str, seed: int, margin: float | N
         t = time.time()
         r = compile_model(cfg, reporter=Reporter()).report
         wall = time.time() - t
-    best, curve = -1.0, []
-    for c in r["candidates"]:
-        if c["feasible"]:
-            best = max(best, c["accuracy"])
-        curve.append(best)
+    best, curve = best_feasible_curve(r)
     s = r["search"]
     return {"model": model, "target": target, "agent": agent, "seed": seed, "budget": a.budget, "margin": margin,
             "screened": (s.get("screen") or {}).get("screened", 0), "evaluations": s["evaluations"],

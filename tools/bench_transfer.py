@@ -35,7 +35,7 @@ def _done(path: Path) -> list[dict]:
 
 
 def _compile(model: str, target: str, agent: str, seed: int, budget: int, history: str, out: Path) -> dict:
-    from bench_common import ORT_PROFILE
+    from bench_common import ORT_PROFILE, best_feasible_curve
     from edgeprune.config import CompileConfig
     from edgeprune.pipeline import compile_model
     from edgeprune.progress import Reporter
@@ -47,11 +47,7 @@ def _compile(model: str, target: str, agent: str, seed: int, budget: int, histor
                         history=history)
     t = time.time()
     r = compile_model(cfg, reporter=Reporter()).report
-    best, curve = -1.0, []
-    for c in r["candidates"]:
-        if c["feasible"]:
-            best = max(best, c["accuracy"])
-        curve.append(best)
+    best, curve = best_feasible_curve(r)
     s = r["search"]
     return {"model": model, "target": target, "agent": agent, "seed": seed, "budget": budget, "best": best,
             "curve": curve, "history": s.get("history"), "agent_history": (s.get("agent_info") or {}).get("history"),
