@@ -231,7 +231,7 @@ def test_targets_lists_every_profile_with_runtime_and_reach():
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_names_the_run_to_resume(resnet20_ckpt, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "edgeprune.cli", "compile", str(resnet20_ckpt), "--agent", "random",
-                             "--budget", "30", "--out", str(tmp_path), *FAST], cwd=ROOT,
+                             "--budget", "30", "--latency-target", "0.8x", "--out", str(tmp_path), *FAST], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             # A shell without job control starts background jobs (CI, `cmd &`) with SIGINT
                             # ignored, and children inherit that: give the run the terminal's default.

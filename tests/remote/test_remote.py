@@ -98,7 +98,7 @@ def test_compile_measured_remotely_completes_when_a_device_dies(farm, tmp_path):
     # The bundled trained model: BO's batch proposals (measured two at a time) need a real accuracy landscape.
     args = [sys.executable, "-m", "edgeprune.cli", "compile", str(ROOT / "examples" / "resnet20.pt"), "--target", "host",
             "--tracker", farm.tracker, "--device-key", "testdev", "--agent", "bo", "--batch", "2", "--budget", "8",
-            "--finetune-epochs", "0", "--out", str(tmp_path), "--json"]
+            "--finetune-epochs", "0", "--out", str(tmp_path), "--json", "--latency-target", "0.8x"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = tmp_path / "runs.sqlite"
     _wait_for_evaluations(proc, db, 2)
