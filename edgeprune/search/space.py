@@ -37,6 +37,10 @@ class SearchSpace:
         (``block_dim``), in the order ``prune`` reads a candidate's widths."""
         return cls(tuple(analysis.groups) + tuple(block_dim(b) for b in analysis.blocks), features, base_macs)
 
+    def keep_of(self, candidate: Candidate) -> list[float]:
+        """The candidate's keep fractions (its own, else widths / full channels)."""
+        return list(candidate.keep) if candidate.keep else [w / g.full for w, g in zip(candidate.widths, self.groups)]
+
     def full(self) -> Candidate:
         return Candidate(tuple(g.full for g in self.groups), (1.0,) * self.dim, "full")
 

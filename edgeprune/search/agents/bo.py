@@ -171,8 +171,7 @@ class BOAgent(BaseAgent):
         self.pending = [c for c in self.pending if c.key != candidate.key]
 
     def _keep_of(self, candidate: Candidate) -> np.ndarray:
-        return np.asarray(candidate.keep if candidate.keep else
-                          [w / g.full for w, g in zip(candidate.widths, self.space.groups)])
+        return np.asarray(self.space.keep_of(candidate), dtype=float)
 
     def _roll_back_reason(self) -> str | None:
         if self.phase_idx + 1 >= len(self.assignments):

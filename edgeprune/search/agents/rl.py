@@ -343,8 +343,7 @@ class RLAgent(BaseAgent):
         self.told += 1
 
     def _keep_of(self, candidate: Candidate) -> np.ndarray:
-        return np.asarray(candidate.keep if candidate.keep else
-                          [w / g.full for w, g in zip(candidate.widths, self.space.groups)], dtype=float)
+        return np.asarray(self.space.keep_of(candidate), dtype=float)
 
     def describe(self) -> dict:
         return {"a_min": self.a_min, "clamp": self.clamp, "warmup": self.warmup, "updates": self.updates, "assist": self.assist,
