@@ -144,7 +144,8 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
             raise Interrupted(f"interrupted while fine-tuning run {run_id}; its {done} evaluations are stored in "
                               f"{store.path}; continue with the same command plus --resume {run_id}") from None
         if not cfg.quantize_in_search:
-            _check_final(final.pair, baseline.ratio, chosen_at, cfg, rep, form="final model")
+            _check_final(final.pair, baseline.ratio, chosen_at, cfg, rep, form="final model",
+                         tries=final.measured_ratios)
         if cfg.quantize:
             state["quantized"] = quantize_final(
                 fp32_bytes=final.onnx_bytes, fp32_pair=final.pair, data=data, calib=calib, meter=meter,
@@ -219,12 +220,14 @@ def _search_and_choose(inputs, analysed, evaluator, baseline, store, run_id, sta
             f"it was chosen at {r.measurement.ratio_to_baseline:.3f}x")
 
 
-def _check_final(pair, ratio: float, chosen_at: str, cfg: CompileConfig, rep, *, form: str) -> None:
+def _check_final(pair, ratio: float, chosen_at: str, cfg: CompileConfig, rep, *, form: str,
+                 tries: tuple[float, ...] = ()) -> None:
     """Exit 3 (``InfeasibleTargetError``) when ``pair``'s p10 ratio misses the target ``ratio``, unless
-    ``--accept-closest``, which deploys it with a warning."""
+    ``--accept-closest``, which deploys it with a warning. ``tries``: every ratio measured (the median decided)."""
     if pair.candidate.ratio_to_baseline <= ratio:
         return
-    msg = (f"the {form} re-measured at {pair.candidate.ratio_to_baseline:.3f}x the baseline (p10), above the "
+    of = f", the median of {', '.join(f'{t:.3f}' for t in tries)}" if len(tries) > 1 else ""
+    msg = (f"the {form} re-measured at {pair.candidate.ratio_to_baseline:.3f}x the baseline (p10{of}), above the "
            f"target {ratio:.3f}x; {chosen_at}")
     if not cfg.accept_closest:
         raise InfeasibleTargetError(f"{msg}; no artifact written (add --accept-closest to deploy it anyway)")

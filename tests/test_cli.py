@@ -31,7 +31,7 @@ def _one_clean_error_line(r: subprocess.CompletedProcess, match: str) -> None:
 
 @pytest.mark.slow
 def test_compile_end_to_end_writes_verified_faster_artifacts(resnet20_ckpt, tmp_path):
-    r = run_cli("compile", str(resnet20_ckpt), "--target", "host", "--latency-target", "0.5x", "--budget", "4",
+    r = run_cli("compile", str(resnet20_ckpt), "--target", "host", "--latency-target", "0.6x", "--budget", "4",
                 "--out", str(tmp_path), "--json", *FAST)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)  # stdout holds the JSON and nothing else

@@ -26,6 +26,27 @@ class Pair(NamedTuple):
     baseline: Measurement
 
 
+FINAL_RETRIES = 2  # re-measurements of a final model whose first long measurement missed the target
+
+
+def measure_confirmed(meter: "Meter", artifact: Artifact, *, rounds: int, ratio: float,
+                      retries: int = FINAL_RETRIES) -> tuple[Pair, tuple[float, ...]]:
+    """``meter.measure(artifact)`` over ``rounds`` rounds; when its p10 ratio misses ``ratio`` (the target as
+    a fraction of the baseline), ``retries`` more measurements, and the pair with the median ratio decides.
+
+    Returns (deciding pair, every ratio measured, in order). Why: in a sustained slow spell of a shared
+    machine the same model re-measured moved from 0.544x to 0.600x, and one high measurement then failed a
+    whole run after its search. The median of three independent interleaved measurements is not pulled by
+    one of them; the retries run only after a miss, so a model truly at the target passes a little more
+    often than half the time (the report lists every ratio).
+    """
+    pairs = [meter.measure(artifact, rounds=rounds)]
+    if pairs[0].candidate.ratio_to_baseline > ratio:
+        pairs += [meter.measure(artifact, rounds=rounds) for _ in range(retries)]
+    ratios = tuple(p.candidate.ratio_to_baseline for p in pairs)
+    return sorted(pairs, key=lambda p: p.candidate.ratio_to_baseline)[len(pairs) // 2], ratios
+
+
 @runtime_checkable
 class Meter(Protocol):
     """Measures artifacts against one baseline in one runtime, on one machine or one key of devices.

@@ -9,7 +9,7 @@ from torch import nn
 
 from edgeprune.export.onnx import export_verified
 from edgeprune.latency.artifact import Artifact
-from edgeprune.latency.meter import Meter, Pair
+from edgeprune.latency.meter import Meter, Pair, measure_confirmed
 from edgeprune.model.evaluate import accuracy, count_macs_params
 from edgeprune.model.finetune import TrainConfig, train
 from edgeprune.model.depth import dropped_blocks
@@ -43,6 +43,7 @@ class FinalModel:
     widths: tuple[int, ...]
     meets_target: bool
     layer_latency: dict = field(default_factory=dict)  # per ONNX node, baseline vs final (``layer_latency``)
+    measured_ratios: tuple[float, ...] = ()  # every long measurement's p10 ratio (``measure_confirmed``)
 
     def to_dict(self) -> dict:
         """The report's ``final`` section."""
@@ -53,7 +54,8 @@ class FinalModel:
                 "simplifier": self.simplifier, "onnx_verification": self.verdict.to_dict(), "finetune": self.finetune,
                 "candidate_index": self.candidate_index, "widths": list(self.widths),
                 "dropped_blocks": dropped_blocks(self.history),
-                "meets_latency_target": self.meets_target, "layer_latency": self.layer_latency}
+                "meets_latency_target": self.meets_target, "measured_ratios": list(self.measured_ratios),
+                "layer_latency": self.layer_latency}
 
 
 TOP_NODES = 20  # nodes listed in the per-layer comparison
@@ -83,7 +85,8 @@ def finish(*, pruned: nn.Module, history: list, teacher: nn.Module, data, shape,
            widths: tuple[int, ...], rep, baseline_onnx: bytes | None = None, device: str = "cpu") -> FinalModel:
     """Fine-tune ``pruned`` in place (``epochs`` of SGD + cosine; knowledge distillation from ``teacher``
     when ``distill``), export and verify it against PyTorch on calibration images (N×C×H×W), and measure
-    it against the baseline over ``rounds`` rounds. ``ratio`` is the target as a fraction of the baseline.
+    it against the baseline over ``rounds`` rounds (re-measured twice when that misses ``ratio``, the target
+    as a fraction of the baseline: ``measure_confirmed``).
     ``device``: where fine-tuning and accuracy run; the model is back on the CPU for export and measurement."""
     acc_before = accuracy(pruned, *data.val, device=device)
     tcfg = TrainConfig(epochs=epochs, lr=lr, distill=distill, seed=seed)
@@ -93,11 +96,11 @@ def finish(*, pruned: nn.Module, history: list, teacher: nn.Module, data, shape,
     finally:
         rep.train_end()
     onnx_bytes, simplifier, verdict = export_verified(pruned, shape, calib[:FINAL_VERIFY_SAMPLES], full_check=True)
-    pair = meter.measure(Artifact(onnx_bytes, label="final"), rounds=rounds)
+    pair, tries = measure_confirmed(meter, Artifact(onnx_bytes, label="final"), rounds=rounds, ratio=ratio)
     macs, params = count_macs_params(pruned, shape)
     layers = (layer_latency(baseline_onnx, onnx_bytes, calib[:1].numpy(), threads=meter.settings.threads)
               if baseline_onnx is not None else {})
     return FinalModel(pruned, history, onnx_bytes, simplifier, verdict, pair, acc_before,
                       accuracy(pruned, *data.val, device=device), macs, params, channel_counts(pruned),
                       {"epochs": tcfg.epochs, "lr": tcfg.lr, "distill": tcfg.distill, "device": device},
-                      candidate_index, tuple(widths), pair.candidate.ratio_to_baseline <= ratio, layers)
+                      candidate_index, tuple(widths), pair.candidate.ratio_to_baseline <= ratio, layers, tries)

@@ -165,3 +165,34 @@ def test_the_local_meter_measures_against_the_run_s_quiet_reference():
     cand, b = meter.measure(Artifact(base))  # a first measurement measures the reference first
     assert meter.reference.ms is not None and cand.drift is not None and cand.rounds % 3 == 0
     assert Measurement.from_dict(cand.to_dict()) == cand
+
+
+class _ScriptedMeter:
+    """Logic only: a meter whose successive measurements have the given p10 ratios (the real meters are
+    tested above; this checks the retry rule, which has to see a miss on demand)."""
+
+    def __init__(self, ratios):
+        self.ratios, self.calls = list(ratios), 0
+
+    def measure(self, artifact, *, rounds=None):
+        from edgeprune.latency.meter import Pair
+
+        r = self.ratios[self.calls]
+        self.calls += 1
+        m = Measurement(r, r, r, r, 0.0, 1, 0, rounds or 1, 1, "b", "1", "here", ratio_to_baseline=r)
+        return Pair(m, Measurement(1, 1, 1, 1, 0.0, 1, 0, rounds or 1, 1, "b", "1", "here"))
+
+
+def test_a_final_miss_is_measured_twice_more_and_the_median_decides():
+    from edgeprune.latency.meter import measure_confirmed
+
+    art = Artifact(b"", label="final")
+    met = _ScriptedMeter([0.55])
+    pair, tries = measure_confirmed(met, art, rounds=3, ratio=0.6)
+    assert met.calls == 1 and tries == (0.55,) and pair.candidate.ratio_to_baseline == 0.55
+    slow_once = _ScriptedMeter([0.61, 0.55, 0.57])
+    pair, tries = measure_confirmed(slow_once, art, rounds=3, ratio=0.6)
+    assert slow_once.calls == 3 and tries == (0.61, 0.55, 0.57) and pair.candidate.ratio_to_baseline == 0.57
+    truly_slow = _ScriptedMeter([0.61, 0.59, 0.64])
+    pair, _ = measure_confirmed(truly_slow, art, rounds=3, ratio=0.6)
+    assert pair.candidate.ratio_to_baseline == 0.61  # one low measurement does not pass a model that misses
