@@ -1,13 +1,17 @@
-"""ONNX Runtime vs TVM untuned vs TVM tuned (MetaSchedule) on this machine, baseline and pruned models.
+"""ONNX Runtime vs TVM unscheduled vs TVM default schedule vs TVM tuned (MetaSchedule) on this machine,
+baseline and pruned models.
 
-    python tools/bench_runtimes.py --models resnet20,mobilenet_v2 --trials 64 --repeats 3
+    python tools/bench_runtimes.py --models resnet20,resnet56,mobilenet_v2 --trials 0 --repeats 3
 
 For each model (zoo architecture, seeded weights: latency does not depend on the values) and variant
-(``baseline``; ``pruned``: every group kept at ``--keep`` of its width, aligned to 8), the three runtimes
-run **interleaved in the same rounds** (order alternating), ``--repeats`` times; the table gives the
-median over repeats of each runtime's median and p10 (ms), the median spread ((p90 − p10) / median), the
-ratio to ONNX Runtime, and the time spent tuning (a fresh database per run unless ``--db`` is given, so
-the tuning time is what a first run pays). 1 thread for every runtime.
+(``baseline``; ``pruned``: every group kept at ``--keep`` of its width, aligned to 8), the runtimes run
+**interleaved in the same rounds** (order alternating), ``--repeats`` times: ONNX Runtime; TVM with its own
+CPU lowering (``unscheduled``: what TVM 0.27's default pipeline gives); TVM with edgeprune's default
+schedule (``compile.schedule``, no tuning: what ``edgeprune compile`` builds); and, with ``--trials N`` > 0,
+TVM tuned with N MetaSchedule trials (records where tuned, the default schedule elsewhere). The table gives
+the median over repeats of each runtime's median and p10 (ms), the median spread ((p90 − p10) / median), the
+ratio to ONNX Runtime (medians), and the build or tuning time (a fresh database per run unless ``--db``).
+1 thread for every runtime. Every TVM library is checked against ONNX Runtime first.
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ def variants(arch: str, keep: float):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="resnet20,mobilenet_v2")
+    ap.add_argument("--models", default="resnet20,resnet56,mobilenet_v2")
     ap.add_argument("--keep", type=float, default=0.5)
-    ap.add_argument("--trials", type=int, default=64, help="MetaSchedule trials per model variant")
+    ap.add_argument("--trials", type=int, default=0, help="MetaSchedule trials per model variant (0: no tuning)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--runs-per-round", type=int, default=10)
@@ -67,18 +71,22 @@ def main() -> None:
                 x = torch.randn(4, *shape)
                 onnx_bytes, _, _ = export_verified(model, shape, x)
                 proto = onnx.load_from_string(onnx_bytes)
-                ex, compile_s = build(proto, shape, settings)
-                untuned = export_library(ex, Path(tmp) / f"{arch}-{variant}-u.so", settings)
-                db = a.db or str(Path(tmp) / f"db-{arch}-{variant}")
-                tex, res = tune(proto, shape, settings, a.trials, db_dir=db)
-                tuned = export_library(tex, Path(tmp) / f"{arch}-{variant}-t.so", settings)
-                for lib in (untuned, tuned):
+                example = x[:1].numpy()
+                runners, secs = {"onnxruntime": ort.open(onnx_bytes, example, threads=1)}, {}
+                libs = {}
+                for name, flag in (("tvm unscheduled", False), ("tvm default", True)):
+                    ex, secs[name] = build(proto, shape, settings, schedule=flag)
+                    libs[name] = export_library(ex, Path(tmp) / f"{arch}-{variant}-{flag}.so", settings)
+                res = None
+                if a.trials > 0:
+                    db = a.db or str(Path(tmp) / f"db-{arch}-{variant}")
+                    tex, res = tune(proto, shape, settings, a.trials, db_dir=db)
+                    name = f"tvm tuned ({a.trials})"
+                    libs[name], secs[name] = export_library(tex, Path(tmp) / f"{arch}-{variant}-t.so", settings), res.seconds
+                for name, lib in libs.items():
                     v = verify_against_ort(lib, onnx_bytes, x.numpy())
                     assert v.ok, f"{lib}: TVM differs from ONNX Runtime ({v.max_abs_diff:.2e})"
-                example = x[:1].numpy()
-                runners = {"onnxruntime": ort.open(onnx_bytes, example, threads=1),
-                           "tvm untuned": tvmb.open(untuned, example, threads=1),
-                           f"tvm tuned ({a.trials})": tvmb.open(tuned, example, threads=1)}
+                    runners[name] = tvmb.open(lib, example, threads=1)
                 stats = {k: [] for k in runners}
                 for _ in range(a.repeats):
                     times = _interleave(list(runners.values()), a.rounds, a.runs_per_round, warmup=5)
@@ -90,16 +98,18 @@ def main() -> None:
                 for k, s in stats.items():
                     med = statistics.median(v[0] for v in s)
                     rows.append((arch, variant, macs / 1e6, k, med, statistics.median(v[1] for v in s),
-                                 statistics.median(v[2] for v in s), med / ort_med,
-                                 res.seconds if k.startswith("tvm tuned") else (compile_s if k == "tvm untuned" else None)))
-                print(f"done {arch} {variant}: tuning {res.seconds:.0f} s, {res.tasks} tasks", flush=True)
+                                 statistics.median(v[2] for v in s), med / ort_med, secs.get(k)))
+                print(f"done {arch} {variant}" + (f": tuning {res.seconds:.0f} s, {res.tasks} tasks" if res else ""),
+                      flush=True)
     print(f"\nhost CPU, 1 thread, batch 1, 3x32x32; TVM {version()}; {a.repeats} repeats x {a.rounds} rounds x "
           f"{a.runs_per_round} runs, runtimes interleaved; pruned = keep {a.keep} per group (multiples of 8)")
     print(f"{'model':13s} {'variant':8s} {'MMACs':>7s} {'runtime':18s} {'median ms':>10s} {'p10 ms':>9s} "
           f"{'spread':>7s} {'x ORT':>7s} {'build/tune s':>12s}")
+    print("| model | variant | MMACs | runtime | median ms | p10 ms | spread | × ONNX Runtime | build/tune s |")
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for arch, variant, mmacs, k, med, p10, spread, ratio, secs in rows:
-        print(f"{arch:13s} {variant:8s} {mmacs:7.1f} {k:18s} {med:10.3f} {p10:9.3f} {spread:7.2f} {ratio:7.2f} "
-              f"{'' if secs is None else f'{secs:.0f}':>12s}")
+        print(f"| {arch} | {variant} | {mmacs:.1f} | {k} | {med:.3f} | {p10:.3f} | {spread:.2f} | {ratio:.2f} | "
+              f"{'' if secs is None else f'{secs:.1f}'} |")
 
 
 if __name__ == "__main__":

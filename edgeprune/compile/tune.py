@@ -62,7 +62,7 @@ def _cost_model() -> str:
         return "random"
 
 
-def _fused(mod, target):
+def fused(mod, target):
     """Legalise and fuse to the TIR functions MetaSchedule tunes (the first half of TVM's tuning pipeline)."""
     from tvm import relax
 
@@ -108,7 +108,7 @@ def tune(model_proto, input_shape: tuple[int, ...], settings: TvmSettings, trial
     t0 = time.perf_counter()
     target = make_target(settings)
     raw = import_onnx(model_proto, input_shape)
-    mod = _fused(raw, target)
+    mod = fused(raw, target)
     work = Path(db_dir) if db_dir else database_dir(settings)
     work.mkdir(parents=True, exist_ok=True)
     db = ms.database.JSONDatabase(work_dir=str(work))
@@ -120,8 +120,40 @@ def tune(model_proto, input_shape: tuple[int, ...], settings: TvmSettings, trial
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     if known < len(tasks) and trials > 0:
         db = _tune_with_workers(ms, mod, target, work, db, trials, len(tasks), cost_model, seed)
-    # compile_relax legalises and fuses itself: give it the module as imported, or the fused functions
-    # it makes differ from the tuned ones and no record applies (tuned code came out as slow as untuned).
-    with tvm.transform.PassContext(opt_level=3):
-        ex = ms.relax_integration.compile_relax(db, raw, target, params=None)
+    ex = compile_with_database(db, raw, target)
     return ex, TuneResult(trials, len(tasks), known, time.perf_counter() - t0, str(work), cost_model)
+
+
+def compile_with_database(db, raw, target):
+    """Compile ``raw`` (the Relax module as imported) with the database's best schedule for every task it
+    holds and ``compile.schedule``'s default schedule for the rest.
+
+    MetaSchedule's own ``compile_relax`` leaves the kernels without a record unscheduled (TVM's naive
+    loops, tens of times slower than the default schedule); this is its pipeline with the default rule
+    in that place. The module is fused here exactly as for task extraction (``fused``), or the fused
+    functions differ from the tuned ones and no record applies."""
+    import tvm.s_tir.dlight as dl
+    from tvm import relax
+    from tvm.relax import pipeline as stock
+    from tvm.relax.transform import MetaScheduleApplyDatabase
+
+    from edgeprune.compile.schedule import register_tiling
+    from edgeprune.compile.tvm import _tvm
+
+    tvm = _tvm()
+
+    try:
+        lower = stock.dataflow_lower_passes(target) + stock.finalize_passes(target)
+    except AttributeError:  # TVM 0.27 looks these up on the cpu_generic package, which does not export them
+        from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+        lower = cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
+
+    @tvm.transform.module_pass(opt_level=3)
+    def pipeline(mod, _ctx):
+        mod = MetaScheduleApplyDatabase()(fused(mod, target))
+        mod = dl.ApplyDefaultSchedule(register_tiling())(mod)
+        return tvm.transform.Sequential(lower)(mod)
+
+    with target, db, tvm.transform.PassContext(opt_level=3):
+        return relax.build(raw, target=target, relax_pipeline=pipeline)

@@ -1,8 +1,9 @@
 """ONNX → TVM Relax → compiled shared library for a target profile, and checks of the result.
 
-TVM 0.27 is Relax-only and takes targets as dicts (docs/design/STACK.md). CPU code is compiled with the default
-pipeline (untuned; see ``compile.tune`` for MetaSchedule); GPU targets get dlight's default GPU schedules,
-without which nothing is bound to GPU threads. Cross targets are linked with the profile's C++ compiler.
+TVM 0.27 is Relax-only and takes targets as dicts (docs/design/STACK.md). CPU kernels get edgeprune's
+register-tiled default schedule (``compile.schedule``; TVM's default CPU pipeline schedules nothing), untuned;
+``compile.tune`` tunes with MetaSchedule. GPU targets get dlight's default GPU schedules, without which
+nothing is bound to GPU threads. Cross targets are linked with the profile's C++ compiler.
 """
 
 from __future__ import annotations
@@ -93,14 +94,21 @@ def _schedule_gpu(mod, target):
                                        dl.gpu.GeneralReduction(), dl.gpu.Fallback())(mod)
 
 
-def build(model_proto, input_shape: tuple[int, ...], settings: TvmSettings):
-    """Compile an ONNX model for the profile's TVM target. Returns (``relax.VMExecutable``, seconds)."""
+def build(model_proto, input_shape: tuple[int, ...], settings: TvmSettings, *, schedule: bool = True):
+    """Compile an ONNX model for the profile's TVM target. Returns (``relax.VMExecutable``, seconds).
+
+    CPU kernels get ``compile.schedule``'s register-tiled default schedule (``schedule=False``: TVM's own
+    unscheduled lowering, for comparisons); GPU kernels dlight's default GPU schedules."""
     tvm = _tvm()
     t0 = time.perf_counter()
     target = make_target(settings)
     mod = import_onnx(model_proto, input_shape)
     if target.kind.name in GPU_KINDS:
         mod = _schedule_gpu(mod, target)
+    elif schedule and target.kind.name == "llvm":
+        from edgeprune.compile.schedule import default_schedule
+
+        mod, _, _ = default_schedule(mod, target)
     try:
         ex = tvm.compile(mod, target=target)
     except Exception as e:  # noqa: BLE001

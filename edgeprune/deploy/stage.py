@@ -100,10 +100,11 @@ def build_artifact(model_proto, input_shape: tuple[int, ...], onnx_bytes: bytes,
     info = check_library(path, arch=target.arch, device_kind=kind)
     runs_here = kind == "llvm" and target.arch == platform.machine()
     if runs_here:
-        v = verify_against_ort(path, onnx_bytes, inputs)
-        if not v.ok:
-            raise VerificationError(f"the TVM library differs from ONNX Runtime by up to {v.max_abs_diff:.2e} "
-                                    f"(tolerance {v.atol} + {v.rtol}*|x|); not written")
+        for lib in (path, untuned) if untuned else (path,):  # either may be the one written (deploy)
+            v = verify_against_ort(lib, onnx_bytes, inputs)
+            if not v.ok:
+                raise VerificationError(f"the TVM library differs from ONNX Runtime by up to {v.max_abs_diff:.2e} "
+                                        f"(tolerance {v.atol} + {v.rtol}*|x|); not written")
         verdict = v.to_dict()
     elif device_pool is not None and kind in ("llvm", "cuda"):
         v = verify_on_device(device_pool, path, onnx_bytes, inputs, target.tvm_device)
@@ -153,8 +154,16 @@ def deploy(*, profile: TargetProfile, plan: MeasurePlan, meters: Meters, onnx_by
             f"{rt} {r['latency']['median_ms']:.3f} ms vs {r['baseline_same_run']['median_ms']:.3f} ms"
             for rt, r in cmp["runtimes"].items()) + f"; deploying {cmp['deployed_runtime']}")
     cmp["tvm"] = dict(art.to_dict(), built=True) if art else {"built": False, "reason": skip}
+    library = art.path if art else None
+    if art and art.untuned_path:
+        # model.tvm.so is the faster of the two libraries: a short tuning can lose to the default schedule.
+        tuned_won = cmp.get("tvm_library") != "tvm"
+        cmp["tvm"]["schedule"] = "tuned" if tuned_won else "default (it measured faster than the tuned library)"
+        library = art.path if tuned_won else art.untuned_path
+    elif art:
+        cmp["tvm"]["schedule"] = "default"
     cmp["search_runtime"], cmp["baseline_per_runtime"] = meters.search_runtime, meters.comparison
     pool = meters.pool
     if pool is not None:
         cmp["remote"] = {"tracker": pool.tracker, "key": pool.key, "parallel": pool.size, "failures": pool.failures}
-    return Deployment(cmp, art.path if art else None)
+    return Deployment(cmp, library)

@@ -188,16 +188,20 @@ def compare_runtimes(meters: Meters, final: Artifact, search_pair: Pair, *, plan
             pairs[rt] = m.measure(final if lib_runs_here else Artifact(final.onnx), rounds=rounds)
     rows = {rt: {"latency": f.to_dict(), "baseline_same_run": b.to_dict(), "speedup_median": b.median_ms / f.median_ms}
             for rt, (f, b) in pairs.items()}
-    # What can be deployed: model.onnx in every ONNX runtime; model.tvm.so (the tuned one when tuning ran).
+    # What can be deployed: model.onnx in every ONNX runtime; model.tvm.so, the default-scheduled or (when
+    # tuning ran) the tuned library, whichever measured faster (a few trials can lose to the default).
     deployable = [rt for rt in pairs if not rt.startswith(TVM)]
     if final.library is not None:
-        deployable.append("tvm-tuned" if untuned is not None else TVM)
+        deployable += [TVM, "tvm-tuned"] if untuned is not None else [TVM]
     deployable = [rt for rt in deployable if rt in pairs]
+    fastest = lambda names: min(names, key=lambda rt: pairs[rt].candidate.median_ms)  # noqa: E731
+    tvms = [rt for rt in deployable if rt.startswith(TVM)]
     if policy == AUTO or policy not in deployable:
-        deployed = min(deployable, key=lambda rt: pairs[rt].candidate.median_ms)
+        deployed = fastest(deployable)
     else:
-        deployed = policy if policy != TVM else deployable[-1]
+        deployed = fastest(tvms) if policy == TVM else policy
     return {"runtimes": rows, "not_timed": not_timed, "deployed_runtime": deployed, "policy": policy,
+            "tvm_library": (fastest(tvms) if tvms else None),
             "measured_on": plan.where,
             "stand_in": plan.stand_in,
             "basis": ("fastest median latency of the final model" if policy == AUTO else f"profile runtime {policy!r}")
