@@ -3,7 +3,8 @@ baseline and pruned models.
 
     python tools/bench_runtimes.py --models resnet20,resnet56,mobilenet_v2 --trials 0 --repeats 3
 
-For each model (zoo architecture, seeded weights: latency does not depend on the values) and variant
+For each model (zoo architecture at 3×32×32, or ``resnet18-224``: ResNet-18's topology at 3×224×224; seeded
+weights: latency does not depend on the values) and variant
 (``baseline``; ``pruned``: every group kept at ``--keep`` of its width, aligned to 8), the runtimes run
 **interleaved in the same rounds** (order alternating), ``--repeats`` times: ONNX Runtime; TVM with its own
 CPU lowering (``unscheduled``: what TVM 0.27's default pipeline gives); TVM with edgeprune's default
@@ -27,13 +28,39 @@ import onnx
 import torch
 
 
+def resnet18_224() -> torch.nn.Module:
+    """ResNet-18's topology (torchvision's layout: 7×7/2 stem, max-pool, 4 stages of 2 basic blocks,
+    1000 classes) for 3×224×224, built here: torchvision is not in the base environment."""
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+            self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+            self.down = (nn.Sequential() if stride == 1 and cin == cout else
+                         nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+        def forward(self, x):
+            return torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))) + self.down(x))
+
+    layers, cin = [], 64
+    for cout, stride in ((64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1)):
+        layers.append(Block(cin, cout, stride))
+        cin = cout
+    return nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+                         *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1000))
+
+
 def variants(arch: str, keep: float):
     from edgeprune.model.load import build
     from edgeprune.model.prune import analyse, prune
 
     torch.manual_seed(0)
-    model = build(arch, {"num_classes": 10}).eval()
-    shape = (3, 32, 32)
+    if arch == "resnet18-224":
+        model, shape = resnet18_224().eval(), (3, 224, 224)
+    else:
+        model, shape = build(arch, {"num_classes": 10}).eval(), (3, 32, 32)
     a = analyse(model, shape, round_to=8)
     widths = tuple(min((c for c in g.choices if c >= keep * g.full), default=g.full) for g in a.groups)
     pruned, _ = prune(model, shape, a, widths)
@@ -101,7 +128,7 @@ def main() -> None:
                                  statistics.median(v[2] for v in s), med / ort_med, secs.get(k)))
                 print(f"done {arch} {variant}" + (f": tuning {res.seconds:.0f} s, {res.tasks} tasks" if res else ""),
                       flush=True)
-    print(f"\nhost CPU, 1 thread, batch 1, 3x32x32; TVM {version()}; {a.repeats} repeats x {a.rounds} rounds x "
+    print(f"\nhost CPU, 1 thread, batch 1; TVM {version()}; {a.repeats} repeats x {a.rounds} rounds x "
           f"{a.runs_per_round} runs, runtimes interleaved; pruned = keep {a.keep} per group (multiples of 8)")
     print(f"{'model':13s} {'variant':8s} {'MMACs':>7s} {'runtime':18s} {'median ms':>10s} {'p10 ms':>9s} "
           f"{'spread':>7s} {'x ORT':>7s} {'build/tune s':>12s}")
