@@ -12,6 +12,7 @@ import click
 from edgeprune.cli_calibrate import calibrate_cmd
 from edgeprune.cli_device import device_group
 from edgeprune.cli_history import history_group
+from edgeprune.cli_tuning import tuning_group
 from edgeprune.cli_options import _fraction, _model_input_options, _shape
 from edgeprune.errors import EdgePruneError
 
@@ -305,6 +306,7 @@ cli.add_command(device_group)
 cli.add_command(calibrate_cmd)
 
 cli.add_command(history_group)
+cli.add_command(tuning_group)
 
 
 def main() -> None:

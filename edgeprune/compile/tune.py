@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +31,11 @@ RUNNER_TIMEOUT_S = 60.0
 def database_dir(settings: TvmSettings) -> Path:
     from edgeprune.compile.tvm import make_target
 
-    root = Path(os.environ.get("EDGEPRUNE_TUNING_DB", Path.home() / ".cache" / "edgeprune" / "tuning"))
+    from edgeprune.compile.tuning_db import root
+
     target = make_target(settings)
     key = hashlib.sha256(json.dumps(str(target), sort_keys=True).encode()).hexdigest()[:16]
-    return root / key
+    return root() / key
 
 
 @dataclass(frozen=True)

@@ -104,3 +104,17 @@ def test_a_database_without_records_compiles_with_the_default_schedule(tmp_path)
     lib = export_library(ex, tmp_path / "t.so", settings)
     x = np.random.default_rng(2).standard_normal((3, *SHAPE)).astype("float32")
     assert verify_against_ort(lib, proto.SerializeToString(), x).ok
+
+
+def test_neon_shaped_tiles_compute_the_same_on_this_machine(monkeypatch, tmp_path):
+    """The schedule an aarch64 board gets (4-lane tiles) runs here with the same TIR, so its numerics are
+    checked on this machine too, not only where an emulated device exists."""
+    import edgeprune.compile.schedule as schedule
+
+    monkeypatch.setattr(schedule, "lanes", lambda target: 4)
+    settings = load_target("host").tvm
+    proto = _proto(_mixed(), SHAPE)
+    ex, _ = build(proto, SHAPE, settings)
+    lib = export_library(ex, tmp_path / "neon-tiles.so", settings)
+    x = np.random.default_rng(3).standard_normal((4, *SHAPE)).astype("float32")
+    assert verify_against_ort(lib, proto.SerializeToString(), x).ok

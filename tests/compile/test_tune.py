@@ -36,3 +36,12 @@ def test_tune_trials_tunes_verifies_compares_and_reuses_the_database(tiny_ckpt, 
     again = json.loads((tmp_path / "b" / "tiny" / "report.json").read_text())["deploy"]["tvm"]["tuning"]
     assert again["tasks_from_database"] == again["tasks"] == tuning["tasks"]
     assert again["seconds"] < tuning["seconds"]
+    # A teammate (or a CI cache) imports the export: their first run tunes nothing either.
+    assert run_cli("tuning", "export", str(tmp_path / "tuning.jsonl")).returncode == 0
+    monkeypatch.setenv("EDGEPRUNE_TUNING_DB", str(tmp_path / "teammate"))
+    r = run_cli("tuning", "import", str(tmp_path / "tuning.jsonl"))
+    assert r.returncode == 0 and " 0 new" not in r.stdout, r.stdout
+    r = run_cli(*args, "--out", str(tmp_path / "c"))
+    assert r.returncode == 0, r.stderr
+    shared = json.loads((tmp_path / "c" / "tiny" / "report.json").read_text())["deploy"]["tvm"]["tuning"]
+    assert shared["tasks_from_database"] == shared["tasks"] and shared["database"].startswith(str(tmp_path / "teammate"))
