@@ -25,6 +25,7 @@ build fail, and every library is verified against ONNX Runtime before it is writ
 
 from __future__ import annotations
 
+SCHEDULE_VERSION = "rt1"  # bump when the schedule changes: kernel tables timed with another are not reused
 CHANNEL_TILE = 16  # output channels per register tile (fb=4: 2.1x, 8: 1.37x, 16: 1.25x ONNX Runtime on ResNet-20)
 MIN_LANES = 4
 

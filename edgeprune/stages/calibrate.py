@@ -57,6 +57,16 @@ class Calibration:
         return asdict(self)
 
 
+def table_version(runtime: str, backend) -> str:
+    """The runtime version a kernel table holds for. TVM's kernels are edgeprune's own default schedule,
+    so its tables also carry that schedule's version: tables timed with another schedule (TVM's
+    unscheduled lowering, before it) are not reused."""
+    if runtime == "tvm":
+        from edgeprune.compile.schedule import SCHEDULE_VERSION
+
+        return f"{backend.version()}+{SCHEDULE_VERSION}"
+    return backend.version()
+
 def predictor_for(model, shape, analysis, cond: TableConditions, *, root=None, grid: int = 9,
                   align: int = 8) -> LatencyPredictor:
     """The predictor of ``model`` over ``analysis`` with the table for ``cond`` (kernels not measured yet:
@@ -93,8 +103,8 @@ def calibrate(cfg: CompileConfig, *, root=None, grid: int = 9, fit_samples: int 
         runtime = meters.search_runtime
         backend = get_backend(runtime, profile)
         threads = profile.measurement.threads
-        cond = TableConditions(inputs.profile.name, runtime, backend.version(), threads, inputs.plan.where,
-                               inputs.plan.stand_in)
+        cond = TableConditions(inputs.profile.name, runtime, table_version(runtime, backend), threads,
+                               inputs.plan.where, inputs.plan.stand_in)
         pred = predictor_for(model, shape, analysed.analysis, cond, root=root, grid=grid, align=profile.round_to)
         pred.a, pred.b, pred.fitted = 0.0, 1.0, False
         todo = len(pred.missing())
@@ -170,8 +180,8 @@ def run_predictor(inputs, analysed, meter, rep, *, why: str):
     cfg, plan = inputs.cfg, inputs.plan
     runtime = meter.runtime
     backend = get_backend(runtime, plan.profile)
-    cond = TableConditions(inputs.profile.name, runtime, backend.version(), plan.profile.measurement.threads,
-                           plan.where, plan.stand_in)
+    cond = TableConditions(inputs.profile.name, runtime, table_version(runtime, backend),
+                           plan.profile.measurement.threads, plan.where, plan.stand_in)
     pred = predictor_for(inputs.loaded.model, inputs.shape, analysed.analysis, cond, root=cfg.calibration_dir,
                          align=plan.profile.round_to)
     missing = pred.missing()

@@ -145,3 +145,16 @@ def test_seeding_gives_every_task_the_default_schedule_as_a_measured_record(tmp_
     lib = export_library(compile_with_database(db, raw, target), tmp_path / "seeded.so", settings)
     x = np.random.default_rng(4).standard_normal((3, *SHAPE)).astype("float32")
     assert verify_against_ort(lib, proto.SerializeToString(), x).ok
+
+
+def test_tvm_kernel_tables_are_keyed_by_the_schedule_version():
+    """Latency-predictor tables timed with another TVM schedule are not reused (their kernels ran 20-70x
+    slower before the default schedule); ONNX Runtime's keep its plain version."""
+    from edgeprune.compile.schedule import SCHEDULE_VERSION
+    from edgeprune.latency import get_backend
+    from edgeprune.stages.calibrate import table_version
+
+    tvm = get_backend("tvm")
+    assert table_version("tvm", tvm) == f"{tvm.version()}+{SCHEDULE_VERSION}"
+    ort = get_backend("onnxruntime")
+    assert table_version("onnxruntime", ort) == ort.version()
