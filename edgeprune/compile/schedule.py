@@ -30,12 +30,6 @@ CHANNEL_TILE = 16  # output channels per register tile (fb=4: 2.1x, 8: 1.37x, 16
 MIN_LANES = 4
 
 
-def _tvm():
-    from edgeprune.compile.tvm import _tvm as load
-
-    return load()
-
-
 def _divisor(n: int, cap: int) -> int:
     """The largest divisor of ``n`` that is at most ``cap`` (tiles divide their axis: no tail predicates)."""
     return next(d for d in range(min(n, cap), 0, -1) if n % d == 0)

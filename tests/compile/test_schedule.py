@@ -158,3 +158,17 @@ def test_tvm_kernel_tables_are_keyed_by_the_schedule_version():
     assert table_version("tvm", tvm) == f"{tvm.version()}+{SCHEDULE_VERSION}"
     ort = get_backend("onnxruntime")
     assert table_version("onnxruntime", ort) == ort.version()
+
+
+def test_a_multicore_target_runs_the_outer_tiles_in_parallel_and_computes_the_same(tmp_path):
+    """Boards (rpi4: num-cores 4) get the parallel outer loop; checked here with 2 cores."""
+    import dataclasses
+
+    host = load_target("host").tvm
+    settings = dataclasses.replace(host, target=dict(host.target, **{"num-cores": 2}))
+    proto = _proto(_mixed(), SHAPE)
+    mod, _, _ = default_schedule(import_onnx(proto, SHAPE), make_target(settings))
+    assert "T.parallel" in mod.script()
+    lib = export_library(build(proto, SHAPE, settings)[0], tmp_path / "par.so", settings)
+    x = np.random.default_rng(5).standard_normal((3, *SHAPE)).astype("float32")
+    assert verify_against_ort(lib, proto.SerializeToString(), x).ok
