@@ -73,6 +73,10 @@ def test_compile_end_to_end_writes_verified_faster_artifacts(resnet20_ckpt, tmp_
     assert all("cannot win" in why for why in deploy["not_timed"].values())
     assert set(deploy["baseline_per_runtime"]) == {"onnxruntime", "tvm"}
     assert deploy["deployed_runtime"] == min(deploy["runtimes"], key=lambda k: deploy["runtimes"][k]["latency"]["median_ms"])
+    rows, dep = deploy["runtimes"], summary["deploy"]
+    fastest = min(rows, key=lambda k: rows[k]["baseline_same_run"]["median_ms"])
+    assert dep["fastest_baseline_runtime"] == fastest and dep["speedup_vs_fastest_baseline"] == pytest.approx(
+        rows[fastest]["baseline_same_run"]["median_ms"] / rows[deploy["deployed_runtime"]]["latency"]["median_ms"])
     assert manifest["deployed_runtime"] == deploy["deployed_runtime"]
     from edgeprune.latency import get_backend
 
@@ -246,3 +250,16 @@ def test_ctrl_c_stops_cleanly_and_names_the_run_to_resume(resnet20_ckpt, tmp_pat
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and f"--resume {run_id}" in err and "evaluations are stored" in err
+
+
+def test_the_summary_compares_the_deployed_model_with_the_original_in_its_fastest_runtime():
+    from edgeprune.cli import _deployed_vs_fastest_baseline
+
+    def row(final_ms, base_ms):
+        return {"latency": {"median_ms": final_ms}, "baseline_same_run": {"median_ms": base_ms}}
+
+    d = {"deployed_runtime": "tvm", "runtimes": {"onnxruntime": row(0.30, 0.44), "tvm": row(0.15, 0.55)}}
+    got = _deployed_vs_fastest_baseline(d)
+    assert got["fastest_baseline_runtime"] == "onnxruntime" and got["deployed_median_ms"] == 0.15
+    assert got["speedup_vs_fastest_baseline"] == pytest.approx(0.44 / 0.15)  # not 0.55 / 0.15: the best the user had
+    assert _deployed_vs_fastest_baseline({"deployed_runtime": "tvm", "runtimes": {}}) == {}
