@@ -205,7 +205,7 @@ def _deployed_vs_fastest_baseline(d: dict) -> dict:
     exact than each runtime's same-run ratio."""
     rows = d.get("runtimes") or {}
     deployed = rows.get(d.get("deployed_runtime"))
-    if not deployed or not rows:
+    if not deployed:
         return {}
     fastest = min(rows, key=lambda rt: rows[rt]["baseline_same_run"]["median_ms"])
     base = rows[fastest]["baseline_same_run"]["median_ms"]

@@ -130,8 +130,6 @@ def main() -> None:
                       flush=True)
     print(f"\nhost CPU, 1 thread, batch 1; TVM {version()}; {a.repeats} repeats x {a.rounds} rounds x "
           f"{a.runs_per_round} runs, runtimes interleaved; pruned = keep {a.keep} per group (multiples of 8)")
-    print(f"{'model':13s} {'variant':8s} {'MMACs':>7s} {'runtime':18s} {'median ms':>10s} {'p10 ms':>9s} "
-          f"{'spread':>7s} {'x ORT':>7s} {'build/tune s':>12s}")
     print("| model | variant | MMACs | runtime | median ms | p10 ms | spread | × ONNX Runtime | build/tune s |")
     print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for arch, variant, mmacs, k, med, p10, spread, ratio, secs in rows:

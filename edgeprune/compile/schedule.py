@@ -136,7 +136,7 @@ def default_schedule(mod, target):
     import tvm.s_tir.dlight as dl
     from tvm import tirx
 
-    from edgeprune.compile.tune import fused
+    from edgeprune.compile.tvm import fused
 
     mod = fused(mod, target)
     with target:

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeprune.compile.tvm import fused
 from edgeprune.targets.profile import TvmSettings
 
 BUILDER_TIMEOUT_S = 120.0
@@ -63,19 +64,6 @@ def _cost_model() -> str:
         return "xgb"
     except ImportError:
         return "random"
-
-
-def fused(mod, target):
-    """Legalise and fuse to the TIR functions MetaSchedule tunes (the first half of TVM's tuning pipeline)."""
-    from tvm import relax
-
-    from edgeprune.compile.tvm import _tvm
-
-    tvm = _tvm()
-    t = relax.transform
-    with target:
-        return tvm.transform.Sequential([t.DecomposeOpsForInference(), t.CanonicalizeBindings(), t.LegalizeOps(),
-                                         t.AnnotateTIROpPattern(), t.FoldConstant(), t.FuseOps(), t.FuseTIR()])(mod)
 
 
 def _tune_with_workers(ms, mod, target, work: Path, db, trials: int, n_tasks: int, cost_model: str, seed: int):

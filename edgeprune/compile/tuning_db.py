@@ -72,11 +72,16 @@ def _target_of(record) -> str:
         return "?"
 
 
+def _folders(base: Path | None) -> list[Path]:
+    """The database folders under ``base`` (default ``root()``), by key."""
+    base = base or root()
+    return sorted(p for p in base.iterdir() if p.is_dir() and _KEY.match(p.name)) if base.is_dir() else []
+
+
 def databases(base: Path | None = None) -> list[TuningDatabase]:
     """Every database under ``base`` (default ``root()``), by key."""
-    base = base or root()
     out = []
-    for d in sorted(p for p in base.iterdir() if p.is_dir() and _KEY.match(p.name)) if base.is_dir() else []:
+    for d in _folders(base):
         records = _lines(d / RECORDS)
         out.append(TuningDatabase(d.name, d, len(_lines(d / WORKLOADS)), len(records),
                                   _target_of(records[0][1]) if records else "?"))
@@ -86,15 +91,15 @@ def databases(base: Path | None = None) -> list[TuningDatabase]:
 def export(dest: str | Path, base: Path | None = None) -> int:
     """Write every record of every database under ``base`` to ``dest`` (JSON lines). Returns the count."""
     lines = []
-    for db in databases(base):
-        workloads = _lines(db.path / WORKLOADS)
-        for rec in _lines(db.path / RECORDS):
+    for d in _folders(base):  # each file read once (databases() would parse them for counts first)
+        workloads = _lines(d / WORKLOADS)
+        for rec in _lines(d / RECORDS):
             try:
                 workload = workloads[rec[0]]
             except (IndexError, TypeError):
-                raise TuningDbError(f"{db.path / RECORDS} names workload {rec[0]!r}, which "
-                                    f"{db.path / WORKLOADS} does not have: the database is damaged") from None
-            lines.append(json.dumps({"format": FORMAT, "key": db.key, "workload": workload, "record": rec[1]}))
+                raise TuningDbError(f"{d / RECORDS} names workload {rec[0]!r}, which "
+                                    f"{d / WORKLOADS} does not have: the database is damaged") from None
+            lines.append(json.dumps({"format": FORMAT, "key": d.name, "workload": workload, "record": rec[1]}))
     tmp = Path(dest).with_name(f".{Path(dest).name}.tmp")
     tmp.write_text("".join(line + "\n" for line in lines))
     tmp.replace(dest)

@@ -84,6 +84,19 @@ def import_onnx(model_proto, input_shape: tuple[int, ...]):
                                     f"{str(e).splitlines()[0][:300]}") from None
 
 
+def fused(mod, target):
+    """Legalise and fuse a Relax module as imported into the TIR functions that are scheduled (by
+    ``compile.schedule``) and tuned (by ``compile.tune``): both must see the same functions, or no tuned
+    record matches."""
+    from tvm import relax
+
+    tvm = _tvm()
+    t = relax.transform
+    with target:
+        return tvm.transform.Sequential([t.DecomposeOpsForInference(), t.CanonicalizeBindings(), t.LegalizeOps(),
+                                         t.AnnotateTIROpPattern(), t.FoldConstant(), t.FuseOps(), t.FuseTIR()])(mod)
+
+
 def _schedule_gpu(mod, target):
     import tvm.s_tir.dlight as dl
 

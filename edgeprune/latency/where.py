@@ -201,7 +201,7 @@ def compare_runtimes(meters: Meters, final: Artifact, search_pair: Pair, *, plan
     else:
         deployed = fastest(tvms) if policy == TVM else policy
     return {"runtimes": rows, "not_timed": not_timed, "deployed_runtime": deployed, "policy": policy,
-            "tvm_library": (fastest(tvms) if tvms else None),
+            "fastest_tvm": (fastest(tvms) if tvms else None),
             "measured_on": plan.where,
             "stand_in": plan.stand_in,
             "basis": ("fastest median latency of the final model" if policy == AUTO else f"profile runtime {policy!r}")

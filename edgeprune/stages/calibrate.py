@@ -67,6 +67,7 @@ def table_version(runtime: str, backend) -> str:
         return f"{backend.version()}+{SCHEDULE_VERSION}"
     return backend.version()
 
+
 def predictor_for(model, shape, analysis, cond: TableConditions, *, root=None, grid: int = 9,
                   align: int = 8) -> LatencyPredictor:
     """The predictor of ``model`` over ``analysis`` with the table for ``cond`` (kernels not measured yet:

@@ -126,7 +126,8 @@ def test_seeding_gives_every_task_the_default_schedule_as_a_measured_record(tmp_
     a library compiled from it computes what ONNX Runtime computes."""
     import tvm.s_tir.meta_schedule as ms
 
-    from edgeprune.compile.tune import compile_with_database, fused, has_record, seed_default_schedules
+    from edgeprune.compile.tune import compile_with_database, has_record, seed_default_schedules
+    from edgeprune.compile.tvm import fused
 
     settings = load_target("host").tvm
     target = make_target(settings)
