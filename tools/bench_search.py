@@ -3,6 +3,8 @@
     python tools/bench_search.py --quick          # ResNet-20, all agents, 2 seeds, budget 16 (~15 min)
     python tools/bench_search.py --models resnet20,resnet56,mobilenet_v2 --seeds 3 --budget 40
     python tools/bench_search.py --models resnet56 --seeds 2 --results runs.jsonl   # resumable: re-run to go on
+    python tools/bench_search.py --models resnet56 --agents bo,bo-plain --budget 200 --finetune-epochs 0 \
+        --results runs.jsonl --plot curves.png      # the BO paper's convergence claim (issue 14 part 4)
 
 Each run is a full ``edgeprune compile`` (library call) into a temporary folder. Models are the trained
 checkpoints in examples/ (ResNet-20, ResNet-56, MobileNetV2); another zoo model is trained on first use with
@@ -111,6 +113,8 @@ def main() -> None:
     ap.add_argument("--depth", action="store_true", help="search residual blocks to drop too (--depth)")
     ap.add_argument("--models-dir", default=str(Path.home() / ".cache" / "edgeprune" / "bench_models"))
     ap.add_argument("--quick", action="store_true", help="resnet20 only, 2 seeds, budget 16")
+    ap.add_argument("--plot", help="PNG: best feasible search accuracy so far against evaluations, per model and "
+                    "agent (mean over seeds, band min..max, thin lines the seeds)")
     ap.add_argument("--results", help="JSON-lines file: every finished run is appended to it, and runs already "
                     "in it (same model, agent, seed, budget, target) are not run again — a long benchmark resumes")
     args = ap.parse_args()
@@ -161,6 +165,79 @@ def main() -> None:
             print(f"| {name} | {agent} | {fmt([r['best'] for r in ok], True, 1)} | {at} | {fmt([r['reach'] for r in ok], digits=1)} "
                   f"| {fmt([r['search_s'] for r in ok], digits=0)} | {fmt([r['wall'] for r in ok], digits=0)} | {fmt([r['final_acc'] for r in ok], True, 1)} "
                   f"| {fmt([r['final_ratio'] for r in ok])} | {sum(bool(r['meets']) for r in ok)}/{len(ok)} | {len(rs) - len(ok)} |")
+    for name in args.models.split(","):
+        conv = convergence([r for r in rows if r["model"] == name], args.agents.split(","))
+        if conv:
+            print(f"\n{name}: " + conv)
+    if args.plot:
+        plot_curves(rows, args.models.split(","), args.agents.split(","), Path(args.plot), args)
+        print(f"\ncurves: {args.plot}")
+
+
+def evals_to_reach(curve: list, level: float) -> int | None:
+    """1-based number of evaluations after which the best feasible so far is ≥ ``level`` (None: never)."""
+    return next((i + 1 for i, b in enumerate(curve) if b is not None and b >= level), None)
+
+
+def convergence(rows: list[dict], agents: list[str]) -> str:
+    """The paper's claim, for each agent against ``bo-plain``: how many evaluations each of its seeds took
+    to reach the mean of plain BO's final best (over its seeds), and the spread of the final bests."""
+    plain = [r for r in rows if r["agent"] == "bo-plain" and r["feasible"] and r.get("curve")]
+    if not plain:
+        return ""
+    level = statistics.mean(r["best"] for r in plain)
+    out = [f"bo-plain's final best {100 * level:.1f}% (mean of {len(plain)} seeds)"]
+    for agent in agents:
+        rs = [r for r in rows if r["agent"] == agent and r["feasible"] and r.get("curve")]
+        if not rs:
+            continue
+        reach = [evals_to_reach(r["curve"], level) for r in rs]
+        sd = statistics.stdev(r["best"] for r in rs) * 100 if len(rs) > 1 else 0.0
+        out.append(f"{agent} reaches it after " + ", ".join("never" if n is None else str(n) for n in reach)
+                   + f" evaluations (seeds {', '.join(str(r['seed']) for r in rs)}); final best s.d. {sd:.2f} points")
+    return "; ".join(out)
+
+
+def plot_curves(rows: list[dict], models: list[str], agents: list[str], path: Path, args) -> None:
+    """One panel per model: every agent's best feasible so far (mean over seeds, band min..max)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5 * len(models), 4.8), dpi=100)
+    FigureCanvasAgg(fig)
+    colours = dict(zip(AGENTS, ("#1f77b4", "#d62728", "#7f7f7f", "#2ca02c", "#9467bd")))
+    for i, name in enumerate(models):
+        ax = fig.add_subplot(1, len(models), i + 1)
+        for agent in agents:
+            rs = [r for r in rows if r["model"] == name and r["agent"] == agent and r["feasible"] and r.get("curve")]
+            if not rs:
+                continue
+            n = min(len(r["curve"]) for r in rs)
+            # Before a seed's first feasible candidate its best-so-far is undefined: drawn as 0 (as in the table).
+            ys = np.array([[100 * (b or 0.0) for b in r["curve"][:n]] for r in rs])
+            x = np.arange(1, n + 1)
+            c = colours.get(agent)
+            for y in ys:
+                ax.plot(x, y, color=c, lw=0.6, alpha=0.35)
+            ax.plot(x, ys.mean(0), color=c, lw=2, label=f"{agent} (mean of {len(rs)} seeds)")
+            ax.fill_between(x, ys.min(0), ys.max(0), color=c, alpha=0.12, lw=0)
+        plain = [r["best"] for r in rows if r["model"] == name and r["agent"] == "bo-plain" and r["feasible"]]
+        if plain:
+            ax.axhline(100 * statistics.mean(plain), color="#d62728", ls=":", lw=1,
+                       label="bo-plain's final best (mean)")
+        if args.budget > 50:
+            ax.axvline(50, color="#555555", ls="--", lw=0.8, label="50 evaluations (the claim)")
+        ax.set_xlabel("evaluations")
+        ax.set_ylabel("best feasible search accuracy so far (%)")
+        ax.set_title(f"{name}: target {args.latency_target}, budget {args.budget}, data {args.data}")
+        lo = [100 * r["best"] for r in rows if r["model"] == name and r["feasible"]]
+        if lo:
+            ax.set_ylim(max(0.0, min(lo) - 15), min(100.0, max(lo) + 3))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100, bbox_inches="tight", facecolor="white")
 
 
 if __name__ == "__main__":
