@@ -63,9 +63,15 @@ def one_run(model: Path, agent: str, seed: int, args) -> dict:
     from edgeprune.pipeline import compile_model
 
     with tempfile.TemporaryDirectory() as out:
+        target = args.target
+        if target == "host-ort":
+            from bench_common import ORT_PROFILE
+
+            target = str(Path(out) / "host-ort.toml")
+            Path(target).write_text(ORT_PROFILE)
         cfg = CompileConfig(model=str(model), latency_target=args.latency_target, out=out, agent=agent,
                             budget=args.budget, seed=seed, finetune_epochs=args.finetune_epochs, data=args.data,
-                            depth=args.depth)
+                            depth=args.depth, target=target)
         t0 = time.time()
         try:
             rep = compile_model(cfg).report
@@ -111,6 +117,10 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=1)
     ap.add_argument("--data", default="shapes", help="shapes (quick) or shapes-hard (separates the agents)")
     ap.add_argument("--depth", action="store_true", help="search residual blocks to drop too (--depth)")
+    ap.add_argument("--target", default="host-ort",
+                    help="host-ort (default: ONNX Runtime only, 1 thread, as every table in docs/benchmarks.md), or a "
+                    "profile name or TOML path; `host` searches in TVM when its baseline is faster there (auto), and "
+                    "then every candidate is compiled (~10 s per ResNet-56 candidate instead of ~4 s)")
     ap.add_argument("--models-dir", default=str(Path.home() / ".cache" / "edgeprune" / "bench_models"))
     ap.add_argument("--quick", action="store_true", help="resnet20 only, 2 seeds, budget 16")
     ap.add_argument("--plot", help="PNG: best feasible search accuracy so far against evaluations, per model and "
@@ -121,13 +131,14 @@ def main() -> None:
     if args.quick:
         args.models, args.seeds, args.budget = "resnet20", 2, 16
     conditions = {"budget": args.budget, "target": args.latency_target, "finetune_epochs": args.finetune_epochs,
-                  "data": args.data, "depth": args.depth}
+                  "data": args.data, "depth": args.depth, "profile": args.target}
     done: dict[tuple, dict] = {}
     if args.results and Path(args.results).exists():
         for line in Path(args.results).read_text().splitlines():
             r = json.loads(line)
             r.setdefault("data", "shapes")  # rows written before --data and --depth
             r.setdefault("depth", False)
+            r.setdefault("profile", "host-ort")  # rows written before --target: host, whose auto chose ONNX Runtime
             if all(r.get(k) == v for k, v in conditions.items()):
                 done[(r["model"], r["agent"], r["seed"])] = r
     rows = []

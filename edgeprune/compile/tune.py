@@ -162,9 +162,43 @@ def seed_default_schedules(db, tasks, target) -> int:
     return n
 
 
-def compile_with_database(db, raw, target):
+_OPEN: dict[Path, tuple[tuple, object]] = {}  # database folder → (state of its files, JSONDatabase)
+
+
+def database_for(settings: TvmSettings) -> Path | None:
+    """The target's tuning database when it holds at least one record, else None.
+
+    Candidates in a ``runtime = "tvm"`` search and the final library are compiled with it
+    (``compile.tvm.build(database=...)``), so a search ranks candidates by the latency of the code that is
+    deployed: a task tuned in any earlier run (same shapes) gets its tuned schedule. To compile without
+    it, point ``EDGEPRUNE_TUNING_DB`` at an empty folder."""
+    from edgeprune.compile.tuning_db import RECORDS
+
+    path = database_dir(settings)
+    records = path / RECORDS
+    return path if records.is_file() and records.stat().st_size > 0 else None
+
+
+def open_database(path: Path):
+    """The ``JSONDatabase`` in ``path``, read once per process and again only when its files change
+    (a search compiles hundreds of candidates against the same database)."""
+    import tvm.s_tir.meta_schedule as ms
+
+    from edgeprune.compile.tuning_db import RECORDS, WORKLOADS
+
+    path = Path(path)
+    state = tuple((f.stat().st_mtime_ns, f.stat().st_size) if f.is_file() else None
+                  for f in (path / WORKLOADS, path / RECORDS))
+    hit = _OPEN.get(path)
+    if hit is None or hit[0] != state:
+        hit = _OPEN[path] = (state, ms.database.JSONDatabase(work_dir=str(path)))
+    return hit[1]
+
+
+def compile_with_database(db, raw, target, stats: dict | None = None):
     """Compile ``raw`` (the Relax module as imported) with the database's best schedule for every task it
-    holds and ``compile.schedule``'s default schedule for the rest.
+    holds and ``compile.schedule``'s default schedule for the rest. ``stats``, when given, receives
+    ``kernels`` (fused TIR functions) and ``from_database`` (those a record scheduled).
 
     MetaSchedule's own ``compile_relax`` leaves the kernels without a record unscheduled (TVM's naive
     loops, tens of times slower than the default schedule); this is its pipeline with the default rule
@@ -190,6 +224,11 @@ def compile_with_database(db, raw, target):
     @tvm.transform.module_pass(opt_level=3)
     def pipeline(mod, _ctx):
         mod = MetaScheduleApplyDatabase()(fused(mod, target))
+        if stats is not None:
+            funcs = [f for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+            stats["kernels"] = len(funcs)
+            stats["from_database"] = sum(1 for f in funcs if f.attrs is not None
+                                         and int(f.attrs.get("tirx.is_scheduled", 0)) == 1)
         mod = dl.ApplyDefaultSchedule(register_tiling())(mod)
         return tvm.transform.Sequential(lower)(mod)
 

@@ -107,22 +107,33 @@ def _schedule_gpu(mod, target):
                                        dl.gpu.GeneralReduction(), dl.gpu.Fallback())(mod)
 
 
-def build(model_proto, input_shape: tuple[int, ...], settings: TvmSettings, *, schedule: bool = True):
+def build(model_proto, input_shape: tuple[int, ...], settings: TvmSettings, *, schedule: bool = True,
+          database: str | Path | None = None, stats: dict | None = None):
     """Compile an ONNX model for the profile's TVM target. Returns (``relax.VMExecutable``, seconds).
 
     CPU kernels get ``compile.schedule``'s register-tiled default schedule (``schedule=False``: TVM's own
-    unscheduled lowering, for comparisons); GPU kernels dlight's default GPU schedules."""
+    unscheduled lowering, for comparisons); GPU kernels dlight's default GPU schedules. ``database``: a
+    MetaSchedule database folder (``compile.tune.database_for``) whose records schedule the CPU kernels they
+    match, the default schedule the rest; ``stats`` then receives ``kernels``, ``from_database`` and
+    ``database``."""
     tvm = _tvm()
     t0 = time.perf_counter()
     target = make_target(settings)
     mod = import_onnx(model_proto, input_shape)
-    if target.kind.name in GPU_KINDS:
-        mod = _schedule_gpu(mod, target)
-    elif schedule and target.kind.name == "llvm":
-        from edgeprune.compile.schedule import default_schedule
-
-        mod, _, _ = default_schedule(mod, target)
     try:
+        if database is not None and schedule and target.kind.name == "llvm":
+            from edgeprune.compile.tune import compile_with_database, open_database
+
+            info = stats if stats is not None else {}
+            ex = compile_with_database(open_database(Path(database)), mod, target, info)
+            info["database"] = str(database)
+            return ex, time.perf_counter() - t0
+        if target.kind.name in GPU_KINDS:
+            mod = _schedule_gpu(mod, target)
+        elif schedule and target.kind.name == "llvm":
+            from edgeprune.compile.schedule import default_schedule
+
+            mod, _, _ = default_schedule(mod, target)
         ex = tvm.compile(mod, target=target)
     except Exception as e:  # noqa: BLE001
         raise UnsupportedLayerError(f"TVM could not compile the model for {settings.target}: "

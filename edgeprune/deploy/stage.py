@@ -33,12 +33,13 @@ class TvmArtifact:
     untuned_path: Path | None = None  # when tuned: the untuned library, for the comparison
     tuning: dict | None = None
     untuned_verification: dict | None = None  # when tuned: the untuned library's check (it may be the one written)
+    database: dict | None = None  # the tuning database the default library was compiled with: kernels it scheduled
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"file": "model.tvm.so", "target": self.target, "triple": self.triple, "library": self.info,
                 "verification": self.verification, "compile_seconds": round(self.compile_s, 2),
-                "tuning": self.tuning, "load": load_instructions(self)}
+                "tuning": self.tuning, "database": self.database, "load": load_instructions(self)}
 
 
 def load_instructions(art: TvmArtifact) -> dict:
@@ -82,11 +83,16 @@ def build_artifact(model_proto, input_shape: tuple[int, ...], onnx_bytes: bytes,
     raise ``VerificationError`` outside tolerance; a cross-compiled library is checked for its ELF machine
     and embedded device modules, and run on a device of ``device_pool`` (real or emulated) when one is given.
     """
+    from edgeprune.compile.tune import database_for
     from edgeprune.compile.tvm import build, check_library, export_library, make_target
 
     settings = target.tvm
     kind = settings.target["kind"]
-    ex, secs = build(model_proto, input_shape, settings)
+    # The records of earlier tunings (any model, same target and layer shapes) schedule what they match,
+    # as they did for the search's candidates (latency.backends.tvmrt).
+    db = database_for(settings) if kind == "llvm" else None
+    db_stats: dict = {}
+    ex, secs = build(model_proto, input_shape, settings, database=db, stats=db_stats)
     path = export_library(ex, workdir / "model.tvm.so", settings)
     untuned, tuning = None, None
     if tune_trials:
@@ -122,7 +128,12 @@ def build_artifact(model_proto, input_shape: tuple[int, ...], onnx_bytes: bytes,
                                          f"or an emulated one", "samples": 0}
     tgt = make_target(settings)
     return TvmArtifact(path, info.to_dict(), verdict, secs, str(tgt), _target_triple(tgt), untuned, tuning,
-                       untuned_verification=untuned_verdict)
+                       untuned_verification=untuned_verdict, database=db_stats or None)
+
+
+def _default_label(art: TvmArtifact) -> str:
+    n = (art.database or {}).get("from_database", 0)
+    return f"default, {n} of {art.database['kernels']} kernels from the tuning database" if n else "default"
 
 
 @dataclass(frozen=True)
@@ -163,12 +174,16 @@ def deploy(*, profile: TargetProfile, plan: MeasurePlan, meters: Meters, onnx_by
     if art and art.untuned_path:
         # model.tvm.so is the faster of the two libraries: a short tuning can lose to the default schedule.
         tuned_won = cmp.get("fastest_tvm") != "tvm"
-        cmp["tvm"]["schedule"] = "tuned" if tuned_won else "default (it measured faster than the tuned library)"
+        cmp["tvm"]["schedule"] = "tuned" if tuned_won else (_default_label(art)
+                                                            + " (it measured faster than the tuned library)")
         if not tuned_won:  # the report's check is of the library written
             library, cmp["tvm"]["verification"] = art.untuned_path, art.untuned_verification
     elif art:
-        cmp["tvm"]["schedule"] = "default"
+        cmp["tvm"]["schedule"] = _default_label(art)
     cmp["search_runtime"], cmp["baseline_per_runtime"] = meters.search_runtime, meters.comparison
+    use = getattr(getattr(meters.search, "backend", None), "database_use", None)
+    if meters.search_runtime == "tvm" and use:  # what tuned records scheduled in the candidates' libraries
+        cmp["search_tvm_database"] = dict(use)
     pool = meters.pool
     if pool is not None:
         cmp["remote"] = {"tracker": pool.tracker, "key": pool.key, "parallel": pool.size, "failures": pool.failures}

@@ -60,11 +60,21 @@ class Calibration:
 def table_version(runtime: str, backend) -> str:
     """The runtime version a kernel table holds for. TVM's kernels are edgeprune's own default schedule,
     so its tables also carry that schedule's version: tables timed with another schedule (TVM's
-    unscheduled lowering, before it) are not reused."""
+    unscheduled lowering, before it) are not reused. Kernels are compiled with the target's tuning database
+    where it has records (``compile.tune.database_for``), so a table also names the database's size: once
+    more kernels are tuned, the table is timed again."""
     if runtime == "tvm":
         from edgeprune.compile.schedule import SCHEDULE_VERSION
+        from edgeprune.compile.tune import database_for
+        from edgeprune.compile.tuning_db import RECORDS
 
-        return f"{backend.version()}+{SCHEDULE_VERSION}"
+        version = f"{backend.version()}+{SCHEDULE_VERSION}"
+        settings = getattr(backend, "settings", None)
+        db = database_for(settings) if settings is not None and settings.target.get("kind") == "llvm" else None
+        if db is not None:
+            records = sum(1 for line in (db / RECORDS).read_text().splitlines() if line.strip())
+            version += f"+db{db.name}.{records}"
+        return version
     return backend.version()
 
 

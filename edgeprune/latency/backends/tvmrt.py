@@ -4,6 +4,10 @@ Timed per call from Python like the ONNX Runtime backend, here and on devices al
 the two runtimes are fair), not with ``time_evaluator``, which times in its own loop and would break the
 interleaving with the baseline. ``payload`` compiles for the profile's device (cross-compiled for ARM
 boards); ``open`` compiles for this machine, or loads a library already built for it.
+
+CPU libraries are compiled with the target's tuning database where it holds records
+(``compile.tune.database_for``), as the deployed library is: a search ranks candidates by the latency of
+the code it would deploy, tuned kernels included. ``database_use`` counts what the records scheduled.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class TvmBackend:
         self.settings = settings
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._n = 0
+        self.database_use = {"database": None, "compiles": 0, "kernels": 0, "from_database": 0}
 
     def version(self) -> str:
         import tvm
@@ -37,11 +42,19 @@ class TvmBackend:
     def _compile(self, onnx_bytes: bytes, input_shape, settings: TvmSettings) -> Path:
         import onnx
 
+        from edgeprune.compile.tune import database_for
         from edgeprune.compile.tvm import build, export_library
 
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="edgeprune-tvm-")
-        ex, _ = build(onnx.load_from_string(onnx_bytes), tuple(input_shape), settings)
+        db = database_for(settings) if settings.target.get("kind") == "llvm" else None
+        stats: dict = {}
+        ex, _ = build(onnx.load_from_string(onnx_bytes), tuple(input_shape), settings, database=db, stats=stats)
+        if db is not None:
+            use = self.database_use
+            use["database"], use["compiles"] = str(db), use["compiles"] + 1
+            use["kernels"] += stats.get("kernels", 0)
+            use["from_database"] += stats.get("from_database", 0)
         self._n += 1
         return export_library(ex, Path(self._tmp.name) / f"m{self._n}.so", settings)
 
