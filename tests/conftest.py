@@ -29,9 +29,11 @@ NEEDS = {
 
 @pytest.fixture(autouse=True)
 def own_history(tmp_path, monkeypatch):
-    """Each test its own history file (edgeprune.history), also for the CLI runs it starts: runs of other
-    tests (or of the user) must not become a test's prior."""
+    """Each test its own history file (edgeprune.history) and tuning databases (compile.tune), also for
+    the CLI runs it starts: runs of other tests (or of the user) must not become a test's prior, nor
+    schedule the TVM libraries a test compiles."""
     monkeypatch.setenv("EDGEPRUNE_HISTORY", str(tmp_path / "history.sqlite"))
+    monkeypatch.setenv("EDGEPRUNE_TUNING_DB", str(tmp_path / "tuning"))
 
 
 def pytest_collection_modifyitems(config, items):

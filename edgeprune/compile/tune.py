@@ -3,13 +3,17 @@
 The database lives in ``~/.cache/edgeprune/tuning/<target hash>/`` (override: ``EDGEPRUNE_TUNING_DB``);
 MetaSchedule matches records by the structural hash of each task, so an identical layer (same shapes)
 in a later run, of this model or another, reuses what was tuned. When every task already has a record
-no trial is run. Tuning measures on this machine, so it is only offered for a target that is local.
+no trial is run. Trials are timed on this machine for a local target, or on the device itself through
+TVM RPC (``remote``: ``compile.tune_remote``), built here for the device.
 Before tuning, every task without a record gets the default schedule as its first, measured record
 (``seed_default_schedules``): tuned never ends slower than untuned, task by task.
 
-Builder timeout: each builder worker spends 20–29 s importing ``tvm.s_tir.tensor_intrin`` here, past the
-stock 30 s timeout, so every candidate failed (docs/design/STACK.md); the builder gets
-``BUILDER_TIMEOUT_S``.
+Builders: MetaSchedule's default build imports ``tvm.s_tir.tensor_intrin`` in every builder worker (20–29 s
+here idle, past the stock 30 s timeout, so every candidate failed: docs/design/STACK.md; under load past
+any timeout, since a timed-out worker is replaced by one that imports again), and its builder starts new
+workers for every batch of trials. ``build_trial`` is that build without the import: the intrinsics are
+needed where a schedule tensorizes (the search, in this process), not to lower a scheduled module. The
+builder also gets ``BUILDER_TIMEOUT_S``.
 
 Worker processes: the builders and the runner are TVM popen workers. They are started with
 ``edgeprune.children.die_with_parent`` (the kernel kills them when this process ends, however it ends),
@@ -49,12 +53,15 @@ class TuneResult:
     seconds: float
     database: str
     cost_model: str
-    seeded: int = 0  # tasks given the default schedule, measured here, as their first record
+    seeded: int = 0  # tasks given the default schedule, measured where trials are, as their first record
+    timed_on: dict | None = None  # the devices trials were timed on ({"tracker", "key"}); None: this machine
+    seed_failures: tuple[str, ...] = ()  # why a task's default schedule could not be timed on the device
 
     def to_dict(self) -> dict:
         return {"trials_requested": self.trials_requested, "tasks": self.tasks,
                 "tasks_from_database": self.tasks_from_database, "seeded_with_default_schedule": self.seeded,
-                "seconds": round(self.seconds, 1), "database": self.database, "cost_model": self.cost_model}
+                "seconds": round(self.seconds, 1), "database": self.database, "cost_model": self.cost_model,
+                "timed_on": self.timed_on or "this machine", "seed_failures": list(self.seed_failures)}
 
 
 def _cost_model() -> str:
@@ -66,20 +73,41 @@ def _cost_model() -> str:
         return "random"
 
 
-def _tune_with_workers(ms, mod, target, work: Path, db, trials: int, n_tasks: int, cost_model: str, seed: int):
-    """``tune_relax`` with its builder and runner worker processes tied to this process: none outlives it."""
+def build_trial(mod, target, _params=None):
+    """MetaSchedule's default builder function (``s_tir.meta_schedule.builder.default_build``) without its
+    import of every tensor intrinsic (runs in the builder workers)."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+
+
+def _tune_with_workers(ms, mod, target, work: Path, db, trials: int, n_tasks: int, cost_model: str, seed: int,
+                       *, remote=None, settings: TvmSettings | None = None, tasks=None) -> tuple:
+    """``tune_relax`` with its builder and runner worker processes tied to this process: none outlives it.
+    ``remote`` (a ``tune_remote.RemoteTuning``): trials built for ``settings``' machine and timed on its
+    devices; the tasks without a record (``tasks``) are first seeded with the default schedule, timed there.
+    Returns (database, tasks seeded, why seeding failed for the others)."""
     from edgeprune.children import descendants, is_popen_worker, kill_descendants, popen_workers_die_with_parent
 
     before = {p.pid for p in descendants()}
-    runner = None
+    runner, seeded, failures = None, 0, []
     try:
         with popen_workers_die_with_parent():
-            runner = ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S)  # starts its worker pool now
-            return ms.relax_integration.tune_relax(
+            if remote is not None:
+                from edgeprune.compile import tune_remote
+
+                build, runner = tune_remote.builder(ms, settings), tune_remote.runner(ms, remote)
+                seeded = seed_default_schedules(db, tasks or [], target,
+                                                measure=tune_remote.measure_with(ms, build, runner, target, failures))
+            else:
+                build = ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S, f_build=build_trial)
+                runner = ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S)  # starts its worker pool now
+            db = ms.relax_integration.tune_relax(
                 mod, params={}, target=target, work_dir=str(work), max_trials_global=trials,
                 num_trials_per_iter=min(64, max(1, trials // max(1, n_tasks) or 1) * 4),
-                builder=ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S), runner=runner, database=db,
-                cost_model=cost_model, seed=seed)
+                builder=build, runner=runner, database=db, cost_model=cost_model, seed=seed)
+            return db, seeded, failures
     finally:
         if runner is not None:  # the runner's pool otherwise lives until the object is garbage-collected
             runner.pool.shutdown(wait=False)
@@ -87,17 +115,22 @@ def _tune_with_workers(ms, mod, target, work: Path, db, trials: int, n_tasks: in
 
 
 def tune(model_proto, input_shape: tuple[int, ...], settings: TvmSettings, trials: int, *, seed: int = 0,
-         db_dir: str | Path | None = None):
-    """Tune and compile. Returns (``relax.VMExecutable``, ``TuneResult``)."""
+         db_dir: str | Path | None = None, remote=None):
+    """Tune and compile. Returns (``relax.VMExecutable``, ``TuneResult``). ``remote``
+    (``tune_remote.RemoteTuning``): trials timed on the devices of a tracker's key instead of here."""
     import logging
 
     import tvm.s_tir.meta_schedule as ms
 
     from edgeprune.compile.tvm import _tvm, import_onnx, make_target
 
-    tvm = _tvm()
+    _tvm()
     t0 = time.perf_counter()
     target = make_target(settings)
+    if remote is not None:
+        from edgeprune.compile.tune_remote import check_device
+
+        check_device(remote)  # before any work: an emulated, TVM-less or unreachable device is a clear error
     raw = import_onnx(model_proto, input_shape)
     mod = fused(raw, target)
     work = Path(db_dir) if db_dir else database_dir(settings)
@@ -105,15 +138,20 @@ def tune(model_proto, input_shape: tuple[int, ...], settings: TvmSettings, trial
     db = ms.database.JSONDatabase(work_dir=str(work))
     tasks = ms.relax_integration.extract_tasks(mod, target)
     known = sum(1 for t in tasks if has_record(db, t.dispatched[0]))
-    seeded = seed_default_schedules(db, tasks, target) if trials > 0 else 0
+    seeded = seed_default_schedules(db, tasks, target) if trials > 0 and remote is None else 0
     cost_model = _cost_model()
     # MetaSchedule logs every task table and trial at INFO on the console; the log files in the database
     # folder keep them. Progress is reported by the caller.
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     if known < len(tasks) and trials > 0:
-        db = _tune_with_workers(ms, mod, target, work, db, trials, len(tasks), cost_model, seed)
+        db, n, failures = _tune_with_workers(ms, mod, target, work, db, trials, len(tasks), cost_model, seed,
+                                             remote=remote, settings=settings, tasks=tasks)
+        seeded += n
+    else:
+        failures = []
     ex = compile_with_database(db, raw, target)
-    return ex, TuneResult(trials, len(tasks), known, time.perf_counter() - t0, str(work), cost_model, seeded)
+    return ex, TuneResult(trials, len(tasks), known, time.perf_counter() - t0, str(work), cost_model, seeded,
+                          remote.to_dict() if remote is not None else None, tuple(failures))
 
 
 def has_record(db, workload_mod) -> bool:
@@ -125,23 +163,24 @@ def has_record(db, workload_mod) -> bool:
 SEED_MIN_REPEAT_MS = 20  # each of the 3 timed repeats of a seeded kernel runs at least this long
 
 
-def seed_default_schedules(db, tasks, target) -> int:
+def seed_default_schedules(db, tasks, target, measure=None) -> int:
     """Give every task without a record the default schedule (``compile.schedule``; TVM's own lowering
-    where the rule declines) as a record, with its run time measured here. Returns how many.
+    where the rule declines) as a record, with its run time measured. Returns how many.
+
+    ``measure([(mod, args_info), ...]) -> [seconds per repeat, or None where it failed]``: where the
+    kernels are timed (default: compiled and run here; ``tune_remote.measure_with``: built for a device and
+    timed on it, all in one batch). A kernel that could not be timed gets no record (tuning still covers it).
 
     Why: the database's best record per task is then never slower than what ``edgeprune compile`` builds
     without tuning (8 trials of MetaSchedule's own search lost to the default schedule), and the
     evolutionary search starts from it, since it draws its first population from the database."""
-    import numpy as np
     import tvm.s_tir.meta_schedule as ms
     from tvm import s_tir
 
     from edgeprune.compile.schedule import register_tiling
-    from edgeprune.compile.tvm import _tvm
 
-    tvm = _tvm()
-    rule, n = register_tiling(), 0
-    rng = np.random.default_rng(0)
+    measure = measure or _measure_here(target)
+    rule, pending = register_tiling(), []
     for task in tasks:
         wmod = task.dispatched[0]
         if has_record(db, wmod):
@@ -151,15 +190,36 @@ def seed_default_schedules(db, tasks, target) -> int:
         if sch is None:  # TVM's own lowering; the database skips records with an empty trace, so name a block
             sch = s_tir.Schedule(func)
             sch.get_child_blocks(sch.get_sblock("root"))
-        args_info = ms.arg_info.ArgInfo.from_prim_func(func)
-        args = [tvm.runtime.tensor(rng.uniform(-1, 1, [int(d) for d in a.shape]).astype(str(a.dtype)))
-                for a in args_info]
-        kernel = tvm.compile(sch.mod, target=target).jit()
-        timer = kernel.time_evaluator("main", tvm.cpu(), number=1, repeat=3, min_repeat_ms=SEED_MIN_REPEAT_MS)
-        secs = [float(x) for x in timer(*args).results]
-        db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(wmod), secs, target, args_info))
-        n += 1
+        pending.append((wmod, sch, ms.arg_info.ArgInfo.from_prim_func(func)))
+    n = 0
+    for (wmod, sch, args_info), secs in zip(pending, measure([(sch.mod, a) for _, sch, a in pending])):
+        if secs:
+            db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(wmod), secs, target,
+                                                             args_info))
+            n += 1
     return n
+
+
+def _measure_here(target):
+    """Compile each scheduled kernel module and time it on this machine (3 repeats of ≥ 20 ms, random inputs)."""
+    import numpy as np
+
+    from edgeprune.compile.tvm import _tvm
+
+    tvm = _tvm()
+    rng = np.random.default_rng(0)
+
+    def measure(items) -> list:
+        out = []
+        for mod, args_info in items:
+            args = [tvm.runtime.tensor(rng.uniform(-1, 1, [int(d) for d in a.shape]).astype(str(a.dtype)))
+                    for a in args_info]
+            kernel = tvm.compile(mod, target=target).jit()
+            timer = kernel.time_evaluator("main", tvm.cpu(), number=1, repeat=3, min_repeat_ms=SEED_MIN_REPEAT_MS)
+            out.append([float(x) for x in timer(*args).results])
+        return out
+
+    return measure
 
 
 _OPEN: dict[Path, tuple[tuple, object]] = {}  # database folder → (state of its files, JSONDatabase)

@@ -76,12 +76,13 @@ def check_tvm_importable(model_proto, target: TargetProfile) -> str | None:
 
 def build_artifact(model_proto, input_shape: tuple[int, ...], onnx_bytes: bytes, target: TargetProfile,
                    inputs: np.ndarray, workdir: Path, *, tune_trials: int = 0, seed: int = 0, rep=None,
-                   device_pool=None) -> TvmArtifact:
+                   device_pool=None, tune_on=None) -> TvmArtifact:
     """Compile, link, check and (where this machine can run it) verify the final model for ``target``.
 
     Host-runnable libraries are compared with ONNX Runtime on ``inputs`` (N×C×H×W, real images) and
     raise ``VerificationError`` outside tolerance; a cross-compiled library is checked for its ELF machine
     and embedded device modules, and run on a device of ``device_pool`` (real or emulated) when one is given.
+    ``tune_on`` (``compile.tune_remote.RemoteTuning``): with ``tune_trials``, trials are timed on those devices.
     """
     from edgeprune.compile.tune import database_for
     from edgeprune.compile.tvm import build, check_library, export_library, make_target
@@ -101,12 +102,12 @@ def build_artifact(model_proto, input_shape: tuple[int, ...], onnx_bytes: bytes,
         if rep:
             rep.info(f"tuning the final model with MetaSchedule ({tune_trials} trials)")
         untuned = path.rename(workdir / "model.untuned.tvm.so")
-        tex, result = tune(model_proto, input_shape, settings, tune_trials, seed=seed)
+        tex, result = tune(model_proto, input_shape, settings, tune_trials, seed=seed, remote=tune_on)
         path = export_library(tex, workdir / "model.tvm.so", settings)
         tuning = result.to_dict()
     info = check_library(path, arch=target.arch, device_kind=kind)
     runs_here = kind == "llvm" and target.arch == platform.machine()
-    untuned_verdict = None  # tuning runs only where the library runs here, so only this branch sets it
+    untuned_verdict = None
     if runs_here:
         verdicts = []
         for lib in (path, untuned) if untuned else (path,):  # either may be the one written (deploy)
@@ -117,11 +118,14 @@ def build_artifact(model_proto, input_shape: tuple[int, ...], onnx_bytes: bytes,
             verdicts.append(v.to_dict())
         verdict, untuned_verdict = verdicts[0], (verdicts[1] if untuned else None)
     elif device_pool is not None and kind in ("llvm", "cuda"):
-        v = verify_on_device(device_pool, path, onnx_bytes, inputs, target.tvm_device)
-        if not v.ok:
-            raise VerificationError(f"the TVM library differs on the device from ONNX Runtime by up to "
-                                    f"{v.max_abs_diff:.2e}; not written")
-        verdict = v.to_dict()
+        verdicts = []
+        for lib in (path, untuned) if untuned else (path,):  # either may be the one written (deploy)
+            v = verify_on_device(device_pool, lib, onnx_bytes, inputs, target.tvm_device)
+            if not v.ok:
+                raise VerificationError(f"the TVM library differs on the device from ONNX Runtime by up to "
+                                        f"{v.max_abs_diff:.2e}; not written")
+            verdicts.append(v.to_dict())
+        verdict, untuned_verdict = verdicts[0], (verdicts[1] if untuned else None)
     else:
         verdict = {"ok": None, "method": f"cross-compiled: ELF machine {info.arch} and embedded device modules "
                                          f"{list(info.embedded) or 'none'} checked; numerical check needs the device "
@@ -157,9 +161,14 @@ def deploy(*, profile: TargetProfile, plan: MeasurePlan, meters: Meters, onnx_by
     if "tvm" in runtimes_for(profile, tvm_problem):  # built for the device whoever measures
         if rep:
             rep.info(f"compiling the final model with TVM for {profile.name}")
+        tune_on = None
+        if tune_trials and meters.pool is not None:  # trials timed on the devices that measure latency
+            from edgeprune.compile.tune_remote import RemoteTuning
+
+            tune_on = RemoteTuning(meters.pool.tracker, meters.pool.key)
         art = build_artifact(onnx.load_from_string(onnx_bytes), tuple(calib.shape[1:]), onnx_bytes, profile,
                              calib[:TVM_VERIFY_SAMPLES], work, tune_trials=tune_trials, seed=seed, rep=rep,
-                             device_pool=verify_pool if verify_pool is not None else meters.pool)
+                             device_pool=verify_pool if verify_pool is not None else meters.pool, tune_on=tune_on)
     skip = None if art else (profile.no_tvm_reason() or tvm_problem or f"the profile's runtime is {profile.backend}")
     final = Artifact(onnx_bytes, library=art.path if art else None, runtime="tvm" if art else None, label="final")
     untuned = Artifact(onnx_bytes, library=art.untuned_path, runtime="tvm") if art and art.untuned_path else None

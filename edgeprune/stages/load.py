@@ -58,10 +58,11 @@ def load(cfg: CompileConfig, rep) -> Inputs:
     target = LatencyTarget.parse(cfg.latency_target)
     profile = load_target(cfg.target)
     plan = measurement_plan(profile, cfg.measure_on, tracker=cfg.tracker, device_key=cfg.device_key)
-    if cfg.tune_trials and (plan.stand_in or plan.remote is not None or not profile.is_local):
-        raise TargetError(f"--tune-trials tunes on this machine, so only for a target that is this machine; target "
-                          f"{profile.name} is not (tuning on a stand-in would tune for the wrong CPU, and tuning "
-                          f"through TVM RPC devices is not supported yet)")
+    if cfg.tune_trials and (plan.stand_in or (plan.remote is None and not profile.is_local)):
+        raise TargetError(f"--tune-trials times trials where the model runs: on this machine for a local target, on "
+                          f"the devices of --tracker/--device-key for another; target {profile.name} is measured "
+                          f"{'on a stand-in (it would tune for the wrong CPU)' if plan.stand_in else 'nowhere'}"
+                          f" — pass --tracker and --device-key to tune on the device")
     if profile.unsupported:
         rep.warn(f"{profile.name}: {profile.unsupported}")
     loaded = load_model(cfg.model, arch=cfg.arch, arch_kwargs=cfg.arch_kwargs_dict(), input_shape=cfg.input_shape,

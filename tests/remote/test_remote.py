@@ -160,3 +160,25 @@ def test_run_stops_clearly_when_every_device_is_gone_and_resumes_later(farm, res
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "resnet20" / "report.json").read_text())
     assert report["search"]["evaluations"] == 6 and report["search"]["evaluated_this_session"] == 6 - stored
+
+
+@pytest.mark.slow
+def test_tune_trials_for_a_remote_target_times_trials_on_the_device(farm, tiny_ckpt, tmp_path, monkeypatch):
+    """--tune-trials with --tracker/--device-key: MetaSchedule's trials are timed on the devices through TVM
+    RPC (the device servers here run on this machine, as a board would run them), the records land in the
+    target's database, and the library written is verified."""
+    from edgeprune.compile.tuning_db import databases
+
+    monkeypatch.setenv("EDGEPRUNE_TUNING_DB", str(tmp_path / "tuning"))
+    r = run_cli("compile", str(tiny_ckpt), "--target", "host", "--tracker", farm.tracker, "--device-key", "testdev",
+                "--agent", "uniform", "--budget", "2", "--data", "digits", "--finetune-epochs", "0",
+                "--latency-target", "0.9x", "--tune-trials", "8", "--out", str(tmp_path / "out"), "--json", timeout=900)
+    assert r.returncode == 0, r.stderr
+    d = json.loads((tmp_path / "out" / "tiny" / "report.json").read_text())["deploy"]
+    tuning = d["tvm"]["tuning"]
+    assert tuning["timed_on"] == {"tracker": farm.tracker, "key": "testdev"}
+    assert tuning["tasks"] >= 1 and tuning["seeded_with_default_schedule"] == tuning["tasks"]
+    assert set(d["runtimes"]) == {"onnxruntime", "tvm", "tvm-tuned"}
+    assert d["tvm"]["verification"]["ok"]
+    (db,) = databases(tmp_path / "tuning")
+    assert db.records >= tuning["tasks"] and str(db.path) == tuning["database"]
