@@ -133,9 +133,15 @@ def main() -> None:
     conditions = {"budget": args.budget, "target": args.latency_target, "finetune_epochs": args.finetune_epochs,
                   "data": args.data, "depth": args.depth, "profile": args.target}
     done: dict[tuple, dict] = {}
+    partial: dict[tuple, dict] = {}
     if args.results and Path(args.results).exists():
         for line in Path(args.results).read_text().splitlines():
             r = json.loads(line)
+            if r.get("partial"):  # a stopped run's curve (tools/harvest_runs.py): plotted, never resumed from
+                r.setdefault("profile", args.target)
+                if all(r.get(k) == v for k, v in conditions.items() if k != "profile"):
+                    partial[(r["model"], r["agent"], r["seed"])] = r
+                continue
             r.setdefault("data", "shapes")  # rows written before --data and --depth
             r.setdefault("depth", False)
             r.setdefault("profile", "host-ort")  # rows written before --target: host, whose auto chose ONNX Runtime
@@ -176,12 +182,15 @@ def main() -> None:
             print(f"| {name} | {agent} | {fmt([r['best'] for r in ok], True, 1)} | {at} | {fmt([r['reach'] for r in ok], digits=1)} "
                   f"| {fmt([r['search_s'] for r in ok], digits=0)} | {fmt([r['wall'] for r in ok], digits=0)} | {fmt([r['final_acc'] for r in ok], True, 1)} "
                   f"| {fmt([r['final_ratio'] for r in ok])} | {sum(bool(r['meets']) for r in ok)}/{len(ok)} | {len(rs) - len(ok)} |")
+    # Curves of runs stopped half-way, where no finished run of the same seed exists (marked in the plot).
+    finished = {(r["model"], r["agent"], r["seed"]) for r in rows}
+    rows_curves = rows + [r for k, r in partial.items() if k not in finished and r["agent"] in args.agents.split(",")]
     for name in args.models.split(","):
-        conv = convergence([r for r in rows if r["model"] == name], args.agents.split(","))
+        conv = convergence([r for r in rows_curves if r["model"] == name], args.agents.split(","))
         if conv:
             print(f"\n{name}: " + conv)
     if args.plot:
-        plot_curves(rows, args.models.split(","), args.agents.split(","), Path(args.plot), args)
+        plot_curves(rows_curves, args.models.split(","), args.agents.split(","), Path(args.plot), args)
         print(f"\ncurves: {args.plot}")
 
 
@@ -193,19 +202,23 @@ def evals_to_reach(curve: list, level: float) -> int | None:
 def convergence(rows: list[dict], agents: list[str]) -> str:
     """The paper's claim, for each agent against ``bo-plain``: how many evaluations each of its seeds took
     to reach the mean of plain BO's final best (over its seeds), and the spread of the final bests."""
-    plain = [r for r in rows if r["agent"] == "bo-plain" and r["feasible"] and r.get("curve")]
+    plain = [r for r in rows if r["agent"] == "bo-plain" and r["feasible"] and r.get("curve") and not r.get("partial")]
     if not plain:
         return ""
     level = statistics.mean(r["best"] for r in plain)
-    out = [f"bo-plain's final best {100 * level:.1f}% (mean of {len(plain)} seeds)"]
+    out = [f"bo-plain's final best {100 * level:.1f}% (mean of {len(plain)} finished seeds)"]
     for agent in agents:
-        rs = [r for r in rows if r["agent"] == agent and r["feasible"] and r.get("curve")]
+        rs = [r for r in rows if r["agent"] == agent and r.get("curve")]
         if not rs:
             continue
-        reach = [evals_to_reach(r["curve"], level) for r in rs]
-        sd = statistics.stdev(r["best"] for r in rs) * 100 if len(rs) > 1 else 0.0
-        out.append(f"{agent} reaches it after " + ", ".join("never" if n is None else str(n) for n in reach)
-                   + f" evaluations (seeds {', '.join(str(r['seed']) for r in rs)}); final best s.d. {sd:.2f} points")
+        reach = []
+        for r in rs:
+            n = evals_to_reach(r["curve"], level)
+            note = f" (seed {r['seed']}{', stopped after ' + str(len(r['curve'])) if r.get('partial') else ''})"
+            reach.append(("never" if not r.get("partial") else "not yet") + note if n is None else f"{n}{note}")
+        done = [r["best"] for r in rs if not r.get("partial") and r["feasible"]]
+        sd = f"; final best s.d. {statistics.stdev(done) * 100:.2f} points" if len(done) > 1 else ""
+        out.append(f"{agent} reaches it after " + ", ".join(reach) + " evaluations" + sd)
     return "; ".join(out)
 
 
@@ -224,6 +237,14 @@ def plot_curves(rows: list[dict], models: list[str], agents: list[str], path: Pa
             rs = [r for r in rows if r["model"] == name and r["agent"] == agent and r["feasible"] and r.get("curve")]
             if not rs:
                 continue
+            for r in rs:
+                if r.get("partial"):  # a run stopped half-way: its own dashed line, not in the mean
+                    ax.plot(np.arange(1, len(r["curve"]) + 1), [100 * (b or 0.0) for b in r["curve"]],
+                            color=colours.get(agent), lw=1, ls="--", alpha=0.8,
+                            label=f"{agent} seed {r['seed']} (stopped after {len(r['curve'])})")
+            rs = [r for r in rs if not r.get("partial")]
+            if not rs:
+                continue
             n = min(len(r["curve"]) for r in rs)
             # Before a seed's first feasible candidate its best-so-far is undefined: drawn as 0 (as in the table).
             ys = np.array([[100 * (b or 0.0) for b in r["curve"][:n]] for r in rs])
@@ -233,7 +254,8 @@ def plot_curves(rows: list[dict], models: list[str], agents: list[str], path: Pa
                 ax.plot(x, y, color=c, lw=0.6, alpha=0.35)
             ax.plot(x, ys.mean(0), color=c, lw=2, label=f"{agent} (mean of {len(rs)} seeds)")
             ax.fill_between(x, ys.min(0), ys.max(0), color=c, alpha=0.12, lw=0)
-        plain = [r["best"] for r in rows if r["model"] == name and r["agent"] == "bo-plain" and r["feasible"]]
+        plain = [r["best"] for r in rows if r["model"] == name and r["agent"] == "bo-plain" and r["feasible"]
+                 and not r.get("partial")]
         if plain:
             ax.axhline(100 * statistics.mean(plain), color="#d62728", ls=":", lw=1,
                        label="bo-plain's final best (mean)")
