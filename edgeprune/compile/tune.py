@@ -2,8 +2,9 @@
 
 The database lives in ``~/.cache/edgeprune/tuning/<target hash>/`` (override: ``EDGEPRUNE_TUNING_DB``);
 MetaSchedule matches records by the structural hash of each task, so an identical layer (same shapes)
-in a later run, of this model or another, reuses what was tuned. When every task already has a record
-no trial is run. Trials are timed on this machine for a local target, or on the device itself through
+in a later run, of this model or another, reuses what was tuned. When every task already has a record,
+only the trials the database does not hold yet are run (none when it holds as many as asked): a tuning
+stopped half-way resumes, and asking for more trials later adds them. Trials are timed on this machine for a local target, or on the device itself through
 TVM RPC (``remote``: ``compile.tune_remote``), built here for the device.
 Before tuning, every task without a record gets the default schedule as its first, measured record
 (``seed_default_schedules``): tuned never ends slower than untuned, task by task.
@@ -56,12 +57,15 @@ class TuneResult:
     seeded: int = 0  # tasks given the default schedule, measured where trials are, as their first record
     timed_on: dict | None = None  # the devices trials were timed on ({"tracker", "key"}); None: this machine
     seed_failures: tuple[str, ...] = ()  # why a task's default schedule could not be timed on the device
+    trials_before: int = 0  # trials the database already held for these tasks
+    trials_run: int = 0  # trials asked of MetaSchedule in this run (the request less trials_before, or all of it)
 
     def to_dict(self) -> dict:
         return {"trials_requested": self.trials_requested, "tasks": self.tasks,
                 "tasks_from_database": self.tasks_from_database, "seeded_with_default_schedule": self.seeded,
                 "seconds": round(self.seconds, 1), "database": self.database, "cost_model": self.cost_model,
-                "timed_on": self.timed_on or "this machine", "seed_failures": list(self.seed_failures)}
+                "timed_on": self.timed_on or "this machine", "seed_failures": list(self.seed_failures),
+                "trials_in_database_before": self.trials_before, "trials_run": self.trials_run}
 
 
 def _cost_model() -> str:
@@ -138,20 +142,32 @@ def tune(model_proto, input_shape: tuple[int, ...], settings: TvmSettings, trial
     db = ms.database.JSONDatabase(work_dir=str(work))
     tasks = ms.relax_integration.extract_tasks(mod, target)
     known = sum(1 for t in tasks if has_record(db, t.dispatched[0]))
-    seeded = seed_default_schedules(db, tasks, target) if trials > 0 and remote is None else 0
+    # Trials already measured for these tasks (each task's records but its first, the seeded default): a
+    # tuning stopped half-way (Ctrl-C: records are committed as they are measured) or asked for more trials
+    # later runs only the rest.
+    before = sum(max(0, record_count(db, t.dispatched[0]) - 1) for t in tasks)
+    remaining = max(0, trials - before) if known == len(tasks) else trials
+    seeded = seed_default_schedules(db, tasks, target) if remaining > 0 and remote is None else 0
     cost_model = _cost_model()
     # MetaSchedule logs every task table and trial at INFO on the console; the log files in the database
     # folder keep them. Progress is reported by the caller.
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-    if known < len(tasks) and trials > 0:
-        db, n, failures = _tune_with_workers(ms, mod, target, work, db, trials, len(tasks), cost_model, seed,
+    failures: list = []
+    if remaining > 0:
+        db, n, failures = _tune_with_workers(ms, mod, target, work, db, remaining, len(tasks), cost_model, seed,
                                              remote=remote, settings=settings, tasks=tasks)
         seeded += n
-    else:
-        failures = []
     ex = compile_with_database(db, raw, target)
     return ex, TuneResult(trials, len(tasks), known, time.perf_counter() - t0, str(work), cost_model, seeded,
-                          remote.to_dict() if remote is not None else None, tuple(failures))
+                          remote.to_dict() if remote is not None else None, tuple(failures),
+                          trials_before=before, trials_run=remaining)
+
+
+def record_count(db, workload_mod) -> int:
+    """How many measured records the database holds for this task (0 when it has none)."""
+    if not db.has_workload(workload_mod):
+        return 0
+    return len(db.get_top_k(db.commit_workload(workload_mod), 1 << 20))
 
 
 def has_record(db, workload_mod) -> bool:
