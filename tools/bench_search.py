@@ -75,26 +75,40 @@ def one_run(model: Path, agent: str, seed: int, args) -> dict:
         t0 = time.time()
         try:
             rep = compile_model(cfg).report
-        except InfeasibleTargetError:
-            return {"agent": agent, "seed": seed, "feasible": False, "wall": time.time() - t0}
-    cands = rep["candidates"]
-    is_flops = agent == "bo-flops"
-    base_macs = rep["baseline"]["macs"]
-    ratio = rep["target"]["latency_target_ratio"]
-    best_curve, best = [], -1.0
-    for c in cands:
-        ok = (c["macs"] / base_macs <= ratio) if is_flops else c["feasible"]
-        if ok:
-            best = max(best, c["accuracy"])
-        best_curve.append(best)
-    reach = next(i + 1 for i, b in enumerate(best_curve) if b >= 0.99 * best) if best > 0 else None
+        except InfeasibleTargetError as e:
+            # The search ran but its final choice was not confirmed (or nothing met the target): the
+            # search's curve still counts for convergence; the failure report holds its candidates.
+            failed = next(Path(out).glob("*/report.failed.json"), None)
+            row = {"agent": agent, "seed": seed, "feasible": False, "wall": time.time() - t0,
+                   "error": str(e).split(";")[0][:300]}
+            if failed is not None:
+                f_rep = json.loads(failed.read_text())
+                curve, best = _curve(f_rep, agent)
+                row.update(curve=curve, search_best=best if best >= 0 else None)
+            return row
+    curve, best = _curve(rep, agent)
+    reach = next(i + 1 for i, b in enumerate(curve) if b is not None and b >= 0.99 * best) if best > 0 else None
     search_s = rep["search"]["wall_time_s"]
     f = rep["final"]
-    return {"agent": agent, "seed": seed, "feasible": True, "best": best, "reach": reach,
-            "curve": [b if b >= 0 else None for b in best_curve],
+    return {"agent": agent, "seed": seed, "feasible": True, "best": best, "reach": reach, "curve": curve,
             "search_s": search_s, "wall": rep["wall_time_s"], "final_acc": f["accuracy"],
             "final_ratio": f["latency"]["baseline_median_ratio"], "meets": f["meets_latency_target"],
             "base_acc": rep["baseline"]["accuracy"]}
+
+
+def _curve(rep: dict, agent: str) -> tuple[list, float]:
+    """Best feasible search accuracy after each evaluation (None before the first feasible one), and the
+    best (-1 when none). ``bo-flops`` is feasible by MACs."""
+    cands = rep.get("candidates") or []
+    base_macs = (rep.get("baseline") or {}).get("macs")
+    ratio = rep["target"].get("latency_target_ratio")
+    curve, best = [], -1.0
+    for c in cands:
+        ok = (c["macs"] / base_macs <= ratio) if agent == "bo-flops" and base_macs and ratio else c["feasible"]
+        if ok:
+            best = max(best, c["accuracy"])
+        curve.append(best if best >= 0 else None)
+    return curve, best
 
 
 def fmt(vals, pct=False, digits=3):
@@ -183,7 +197,7 @@ def main() -> None:
                   f"| {fmt([r['search_s'] for r in ok], digits=0)} | {fmt([r['wall'] for r in ok], digits=0)} | {fmt([r['final_acc'] for r in ok], True, 1)} "
                   f"| {fmt([r['final_ratio'] for r in ok])} | {sum(bool(r['meets']) for r in ok)}/{len(ok)} | {len(rs) - len(ok)} |")
     # Curves of runs stopped half-way, where no finished run of the same seed exists (marked in the plot).
-    finished = {(r["model"], r["agent"], r["seed"]) for r in rows}
+    finished = {(r["model"], r["agent"], r["seed"]) for r in rows if r.get("curve")}
     rows_curves = rows + [r for k, r in partial.items() if k not in finished and r["agent"] in args.agents.split(",")]
     for name in args.models.split(","):
         conv = convergence([r for r in rows_curves if r["model"] == name], args.agents.split(","))
@@ -194,6 +208,13 @@ def main() -> None:
         print(f"\ncurves: {args.plot}")
 
 
+def search_best(r: dict) -> float | None:
+    """The best feasible accuracy the run's search found (also when its final choice was not confirmed)."""
+    if not r.get("curve"):
+        return None
+    return r.get("best") if r.get("feasible") else r.get("search_best", r.get("best"))
+
+
 def evals_to_reach(curve: list, level: float) -> int | None:
     """1-based number of evaluations after which the best feasible so far is ≥ ``level`` (None: never)."""
     return next((i + 1 for i, b in enumerate(curve) if b is not None and b >= level), None)
@@ -202,10 +223,10 @@ def evals_to_reach(curve: list, level: float) -> int | None:
 def convergence(rows: list[dict], agents: list[str]) -> str:
     """The paper's claim, for each agent against ``bo-plain``: how many evaluations each of its seeds took
     to reach the mean of plain BO's final best (over its seeds), and the spread of the final bests."""
-    plain = [r for r in rows if r["agent"] == "bo-plain" and r["feasible"] and r.get("curve") and not r.get("partial")]
+    plain = [r for r in rows if r["agent"] == "bo-plain" and search_best(r) is not None and not r.get("partial")]
     if not plain:
         return ""
-    level = statistics.mean(r["best"] for r in plain)
+    level = statistics.mean(search_best(r) for r in plain)
     out = [f"bo-plain's final best {100 * level:.1f}% (mean of {len(plain)} finished seeds)"]
     for agent in agents:
         rs = [r for r in rows if r["agent"] == agent and r.get("curve")]
@@ -216,7 +237,7 @@ def convergence(rows: list[dict], agents: list[str]) -> str:
             n = evals_to_reach(r["curve"], level)
             note = f" (seed {r['seed']}{', stopped after ' + str(len(r['curve'])) if r.get('partial') else ''})"
             reach.append(("never" if not r.get("partial") else "not yet") + note if n is None else f"{n}{note}")
-        done = [r["best"] for r in rs if not r.get("partial") and r["feasible"]]
+        done = [search_best(r) for r in rs if not r.get("partial") and search_best(r) is not None]
         sd = f"; final best s.d. {statistics.stdev(done) * 100:.2f} points" if len(done) > 1 else ""
         out.append(f"{agent} reaches it after " + ", ".join(reach) + " evaluations" + sd)
     return "; ".join(out)
@@ -234,7 +255,7 @@ def plot_curves(rows: list[dict], models: list[str], agents: list[str], path: Pa
     for i, name in enumerate(models):
         ax = fig.add_subplot(1, len(models), i + 1)
         for agent in agents:
-            rs = [r for r in rows if r["model"] == name and r["agent"] == agent and r["feasible"] and r.get("curve")]
+            rs = [r for r in rows if r["model"] == name and r["agent"] == agent and search_best(r) is not None]
             if not rs:
                 continue
             for r in rs:
@@ -254,8 +275,8 @@ def plot_curves(rows: list[dict], models: list[str], agents: list[str], path: Pa
                 ax.plot(x, y, color=c, lw=0.6, alpha=0.35)
             ax.plot(x, ys.mean(0), color=c, lw=2, label=f"{agent} (mean of {len(rs)} seeds)")
             ax.fill_between(x, ys.min(0), ys.max(0), color=c, alpha=0.12, lw=0)
-        plain = [r["best"] for r in rows if r["model"] == name and r["agent"] == "bo-plain" and r["feasible"]
-                 and not r.get("partial")]
+        plain = [search_best(r) for r in rows if r["model"] == name and r["agent"] == "bo-plain"
+                 and search_best(r) is not None and not r.get("partial")]
         if plain:
             ax.axhline(100 * statistics.mean(plain), color="#d62728", ls=":", lw=1,
                        label="bo-plain's final best (mean)")
@@ -264,7 +285,7 @@ def plot_curves(rows: list[dict], models: list[str], agents: list[str], path: Pa
         ax.set_xlabel("evaluations")
         ax.set_ylabel("best feasible search accuracy so far (%)")
         ax.set_title(f"{name}: target {args.latency_target}, budget {args.budget}, data {args.data}")
-        lo = [100 * r["best"] for r in rows if r["model"] == name and r["feasible"]]
+        lo = [100 * search_best(r) for r in rows if r["model"] == name and search_best(r) is not None]
         if lo:
             ax.set_ylim(max(0.0, min(lo) - 15), min(100.0, max(lo) + 3))
         ax.grid(alpha=0.3)

@@ -121,7 +121,8 @@ def _tune_with_workers(ms, mod, target, work: Path, db, trials: int, n_tasks: in
 def tune(model_proto, input_shape: tuple[int, ...], settings: TvmSettings, trials: int, *, seed: int = 0,
          db_dir: str | Path | None = None, remote=None):
     """Tune and compile. Returns (``relax.VMExecutable``, ``TuneResult``). ``remote``
-    (``tune_remote.RemoteTuning``): trials timed on the devices of a tracker's key instead of here."""
+    (``tune_remote.RemoteTuning``): trials timed on the devices of a tracker's key instead of here (check
+    the device first: ``deploy.stage.check_tuning_device``)."""
     import logging
 
     import tvm.s_tir.meta_schedule as ms
@@ -131,10 +132,6 @@ def tune(model_proto, input_shape: tuple[int, ...], settings: TvmSettings, trial
     _tvm()
     t0 = time.perf_counter()
     target = make_target(settings)
-    if remote is not None:
-        from edgeprune.compile.tune_remote import check_device
-
-        check_device(remote)  # before any work: an emulated, TVM-less or unreachable device is a clear error
     raw = import_onnx(model_proto, input_shape)
     mod = fused(raw, target)
     work = Path(db_dir) if db_dir else database_dir(settings)

@@ -6,8 +6,9 @@ so the device needs no compiler; MetaSchedule's default export is a tar of objec
 would have to link), the device times it (``time_evaluator`` in a forked RPC session), and the records
 land in the target's database on the host (``compile.tune.database_dir``), where cross-compiled libraries
 for that target pick them up. An emulated device (``edgeprune device emulate``) runs trials correctly, but
-its timings say nothing about the board: tuning refuses it unless ``allow_emulated`` (tests, and checking
-that RPC tuning works), and then the records must go to a database of their own.
+its timings say nothing about the board: ``deploy.stage.check_tuning_device`` refuses it unless
+``allow_emulated`` (tests, and checking that RPC tuning works), and then the records must go to a
+database of their own. (Nothing here imports ``edgeprune.latency``, which imports ``compile``.)
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import tempfile
 from dataclasses import dataclass
 
 from edgeprune.errors import DeviceError
-from edgeprune.latency.rpc import parse_addr
 
 
 @dataclass(frozen=True)
@@ -34,26 +34,6 @@ class RemoteTuning:
 
     def to_dict(self) -> dict:
         return {"tracker": self.tracker, "key": self.key}
-
-
-def check_device(remote: RemoteTuning) -> dict:
-    """The device's own description (``edgeprune.device_info``); an emulated one is refused unless allowed,
-    one without TVM or of no reachable key is a ``DeviceError``."""
-    from edgeprune.latency.remote import EmulatedDeviceError
-    from edgeprune.latency.rpc import DevicePool, RetryPolicy
-
-    pool = DevicePool(remote.tracker, remote.key, session_timeout_s=remote.session_timeout_s,
-                      retry=RetryPolicy(retries=1))
-    try:
-        info = pool.info()
-    finally:
-        pool.close()
-    if info.get("emulated") and not remote.allow_emulated:
-        raise EmulatedDeviceError(f"device {info.get('name')} is emulated: its timings say nothing about the real "
-                                  f"device, so it does not tune (tuning records are timings)")
-    if "tvm" not in info.get("runtimes", {}):
-        raise DeviceError(f"device {info.get('name')} has no TVM runtime; its runtimes: {info.get('runtimes')}")
-    return info
 
 
 def export_shared(mod, cc: str | None = None) -> str:
@@ -75,8 +55,8 @@ def builder(ms, settings):
 def runner(ms, remote: RemoteTuning):
     """An ``RPCRunner`` on the key's devices: 3 timed repeats of at least 20 ms each, one session at a time
     (trials measured one after another, like the search's measurements)."""
-    host, port = parse_addr(remote.tracker)
-    rpc = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=remote.key,
+    host, _, port = remote.tracker.rpartition(":")  # HOST:PORT, checked when the device was (deploy.stage)
+    rpc = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=remote.key,
                               session_timeout_sec=int(remote.session_timeout_s))
     ev = ms.runner.EvaluatorConfig(number=1, repeat=3, min_repeat_ms=20, enable_cpu_cache_flush=False)
     return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=ev, max_workers=1)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.deploy.verify import verify_against_ort, verify_on_device
-from edgeprune.errors import UnsupportedLayerError, VerificationError
+from edgeprune.errors import DeviceError, UnsupportedLayerError, VerificationError
 from edgeprune.latency.artifact import Artifact
 from edgeprune.latency.meter import Pair
 from edgeprune.latency.where import MeasurePlan, Meters, compare_runtimes, runtimes_for
@@ -74,6 +74,28 @@ def check_tvm_importable(model_proto, target: TargetProfile) -> str | None:
     return msg
 
 
+def check_tuning_device(remote) -> dict:
+    """Before tuning on devices (``compile.tune_remote.RemoteTuning``): the device's own description
+    (``edgeprune.device_info``). An emulated device is refused unless ``remote.allow_emulated`` (tuning
+    records are timings, and an emulator's say nothing about the board); one without TVM, or no device of
+    the key, is a ``DeviceError``."""
+    from edgeprune.latency.remote import EmulatedDeviceError
+    from edgeprune.latency.rpc import DevicePool, RetryPolicy
+
+    pool = DevicePool(remote.tracker, remote.key, session_timeout_s=remote.session_timeout_s,
+                      retry=RetryPolicy(retries=1))
+    try:
+        info = pool.info()
+    finally:
+        pool.close()
+    if info.get("emulated") and not remote.allow_emulated:
+        raise EmulatedDeviceError(f"device {info.get('name')} is emulated: its timings say nothing about the real "
+                                  f"device, so it does not tune (tuning records are timings)")
+    if "tvm" not in info.get("runtimes", {}):
+        raise DeviceError(f"device {info.get('name')} has no TVM runtime; its runtimes: {info.get('runtimes')}")
+    return info
+
+
 def build_artifact(model_proto, input_shape: tuple[int, ...], onnx_bytes: bytes, target: TargetProfile,
                    inputs: np.ndarray, workdir: Path, *, tune_trials: int = 0, seed: int = 0, rep=None,
                    device_pool=None, tune_on=None) -> TvmArtifact:
@@ -101,6 +123,8 @@ def build_artifact(model_proto, input_shape: tuple[int, ...], onnx_bytes: bytes,
 
         if rep:
             rep.info(f"tuning the final model with MetaSchedule ({tune_trials} trials)")
+        if tune_on is not None:
+            check_tuning_device(tune_on)
         untuned = path.rename(workdir / "model.untuned.tvm.so")
         tex, result = tune(model_proto, input_shape, settings, tune_trials, seed=seed, remote=tune_on)
         path = export_library(tex, workdir / "model.tvm.so", settings)

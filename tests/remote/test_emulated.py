@@ -60,6 +60,7 @@ def test_tuning_over_rpc_on_the_emulated_device(emulated_farm, tmp_path):
     from edgeprune.compile.tuning_db import databases
     from edgeprune.compile.tvm import export_library
     from edgeprune.data import load_data
+    from edgeprune.deploy.stage import check_tuning_device
     from edgeprune.deploy.verify import verify_on_device
     from edgeprune.latency.remote import EmulatedDeviceError
 
@@ -67,8 +68,9 @@ def test_tuning_over_rpc_on_the_emulated_device(emulated_farm, tmp_path):
     settings = load_target("rpi4").tvm
     remote = RemoteTuning(emulated_farm.tracker, "rpi4-emu", session_timeout_s=300)
     with pytest.raises(EmulatedDeviceError, match="emulated"):
-        tune(proto, (3, 32, 32), settings, 4, db_dir=tmp_path / "db", remote=remote)
+        check_tuning_device(remote)  # what build_artifact asks before tuning on devices
     remote = RemoteTuning(emulated_farm.tracker, "rpi4-emu", session_timeout_s=300, allow_emulated=True)
+    assert check_tuning_device(remote)["emulated"]
     ex, result = tune(proto, (3, 32, 32), settings, 4, db_dir=tmp_path / "db" / "0123456789abcdef", remote=remote)
     assert result.timed_on == {"tracker": emulated_farm.tracker, "key": "rpi4-emu"}
     assert result.tasks >= 3 and result.seeded == result.tasks and result.tasks_from_database == 0
