@@ -262,7 +262,8 @@ def plot_curves(rows: list[dict], models: list[str], agents: list[str], path: Pa
                 if r.get("partial"):  # a run stopped half-way: its own dashed line, not in the mean
                     ax.plot(np.arange(1, len(r["curve"]) + 1), [100 * (b or 0.0) for b in r["curve"]],
                             color=colours.get(agent), lw=1, ls="--", alpha=0.8,
-                            label=f"{agent} seed {r['seed']} (stopped after {len(r['curve'])})")
+                            label=f"{agent} seed {r['seed']} ({'read from its store to' if r.get('reconstructed') else 'stopped after'} "
+                                  f"{len(r['curve'])})")
             rs = [r for r in rs if not r.get("partial")]
             if not rs:
                 continue
