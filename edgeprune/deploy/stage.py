@@ -190,6 +190,9 @@ def deploy(*, profile: TargetProfile, plan: MeasurePlan, meters: Meters, onnx_by
             from edgeprune.compile.tune_remote import RemoteTuning
 
             tune_on = RemoteTuning(meters.pool.tracker, meters.pool.key)
+            # MetaSchedule's runner asks the tracker for a device of its own: the sessions the meters hold
+            # idle are closed first, or a key with one board would wait for itself (they reopen on demand).
+            meters.pool.close()
         art = build_artifact(onnx.load_from_string(onnx_bytes), tuple(calib.shape[1:]), onnx_bytes, profile,
                              calib[:TVM_VERIFY_SAMPLES], work, tune_trials=tune_trials, seed=seed, rep=rep,
                              device_pool=verify_pool if verify_pool is not None else meters.pool, tune_on=tune_on)

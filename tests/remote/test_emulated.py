@@ -50,40 +50,6 @@ def test_emulated_device_verifies_an_rpi4_library(emulated_farm, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.needs_qemu
-@pytest.mark.needs_cross
-def test_tuning_over_rpc_on_the_emulated_device(emulated_farm, tmp_path):
-    """--tune-trials for a device: trials built here for aarch64, timed on the device through MetaSchedule's
-    RPC runner, records in the target's database; the tuned library computes what ONNX Runtime computes,
-    run on the device. The emulated device's timings are not latency: tuning needs allow_emulated."""
-    from edgeprune.compile.tune import tune
-    from edgeprune.compile.tune_remote import RemoteTuning
-    from edgeprune.compile.tuning_db import databases
-    from edgeprune.compile.tvm import export_library
-    from edgeprune.data import load_data
-    from edgeprune.deploy.stage import check_tuning_device
-    from edgeprune.deploy.verify import verify_on_device
-    from edgeprune.latency.remote import EmulatedDeviceError
-
-    proto, _ = simplify(export(tiny_resnet(), (3, 32, 32)))
-    settings = load_target("rpi4").tvm
-    remote = RemoteTuning(emulated_farm.tracker, "rpi4-emu", session_timeout_s=300)
-    with pytest.raises(EmulatedDeviceError, match="emulated"):
-        check_tuning_device(remote)  # what build_artifact asks before tuning on devices
-    remote = RemoteTuning(emulated_farm.tracker, "rpi4-emu", session_timeout_s=300, allow_emulated=True)
-    assert check_tuning_device(remote)["emulated"]
-    ex, result = tune(proto, (3, 32, 32), settings, 4, db_dir=tmp_path / "db" / "0123456789abcdef", remote=remote)
-    assert result.timed_on == {"tracker": emulated_farm.tracker, "key": "rpi4-emu"}
-    assert result.tasks >= 3 and result.seeded == result.tasks and result.tasks_from_database == 0
-    (db,) = databases(tmp_path / "db")
-    assert db.records >= result.tasks and '"aarch64-linux-gnu"' in db.target
-    lib = export_library(ex, tmp_path / "tuned.so", settings)
-    pool = DevicePool(emulated_farm.tracker, "rpi4-emu", session_timeout_s=600, retry=RetryPolicy(retries=1))
-    v = verify_on_device(pool, lib, proto.SerializeToString(), load_data("shapes").calib[0][:2].numpy())
-    assert v.ok and v.max_abs_diff < 1e-4, v
-
-
-@pytest.mark.slow
-@pytest.mark.needs_qemu
 def test_emulated_device_is_never_a_latency_source(emulated_farm):
     proto, _ = simplify(export(tiny_resnet(), (3, 32, 32)))
     pool = DevicePool(emulated_farm.tracker, "rpi4-emu", session_timeout_s=600, retry=RetryPolicy(retries=0))
@@ -146,3 +112,42 @@ def test_install_deps_without_sudo_says_to_run_it_as_root(monkeypatch):
     with pytest.raises(DeviceError, match="no sudo: as root, run `apt-get update && apt-get install -y qemu-user`"):
         emulate._ensure_qemu("qemu-aarch64", lambda m: None, install_deps=True)
     assert ran == []
+
+
+@pytest.mark.slow
+@pytest.mark.needs_qemu
+@pytest.mark.needs_cross
+def test_tuning_over_rpc_on_the_emulated_device(emulated_farm, tmp_path):
+    """Last in this module: tuning holds the farm's one device for minutes.
+
+    --tune-trials for a device: trials built here for aarch64, timed on the device through MetaSchedule's
+    RPC runner, records in the target's database; the tuned library computes what ONNX Runtime computes,
+    run on the device. The emulated device's timings are not latency: tuning needs allow_emulated."""
+    from edgeprune.compile.tune import tune
+    from edgeprune.compile.tune_remote import RemoteTuning
+    from edgeprune.compile.tuning_db import databases
+    from edgeprune.compile.tvm import export_library
+    from edgeprune.data import load_data
+    from edgeprune.deploy.stage import check_tuning_device
+    from edgeprune.deploy.verify import verify_on_device
+    from edgeprune.latency.remote import EmulatedDeviceError
+
+    proto, _ = simplify(export(tiny_resnet(), (3, 32, 32)))
+    settings = load_target("rpi4").tvm
+    remote = RemoteTuning(emulated_farm.tracker, "rpi4-emu", session_timeout_s=300)
+    with pytest.raises(EmulatedDeviceError, match="emulated"):
+        check_tuning_device(remote)  # what build_artifact asks before tuning on devices
+    remote = RemoteTuning(emulated_farm.tracker, "rpi4-emu", session_timeout_s=300, allow_emulated=True)
+    assert check_tuning_device(remote)["emulated"]
+    ex, result = tune(proto, (3, 32, 32), settings, 4, db_dir=tmp_path / "db" / "0123456789abcdef", remote=remote)
+    assert result.timed_on == {"tracker": emulated_farm.tracker, "key": "rpi4-emu"}
+    assert result.tasks >= 3 and result.seeded == result.tasks and result.tasks_from_database == 0
+    (db,) = databases(tmp_path / "db")
+    assert db.records >= result.tasks and '"aarch64-linux-gnu"' in db.target
+    lib = export_library(ex, tmp_path / "tuned.so", settings)
+    pool = DevicePool(emulated_farm.tracker, "rpi4-emu", session_timeout_s=600, retry=RetryPolicy(retries=1))
+    try:
+        v = verify_on_device(pool, lib, proto.SerializeToString(), load_data("shapes").calib[0][:2].numpy())
+    finally:
+        pool.close()  # the farm has one device: the next test needs it free
+    assert v.ok and v.max_abs_diff < 1e-4, v
