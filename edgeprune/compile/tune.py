@@ -4,8 +4,9 @@ The database lives in ``~/.cache/edgeprune/tuning/<target hash>/`` (override: ``
 MetaSchedule matches records by the structural hash of each task, so an identical layer (same shapes)
 in a later run, of this model or another, reuses what was tuned. When every task already has a record,
 only the trials the database does not hold yet are run (none when it holds as many as asked): a tuning
-stopped half-way resumes, and asking for more trials later adds them. Trials are timed on this machine for a local target, or on the device itself through
-TVM RPC (``remote``: ``compile.tune_remote``), built here for the device.
+stopped half-way resumes, and asking for more trials later adds them. Trials are timed on this machine
+for a local target, or on the device itself through TVM RPC (``remote``: ``compile.tune_remote``),
+built here for the device.
 Before tuning, every task without a record gets the default schedule as its first, measured record
 (``seed_default_schedules``): tuned never ends slower than untuned, task by task.
 
@@ -239,7 +240,8 @@ _OPEN: dict[Path, tuple[tuple, object]] = {}  # database folder → (state of it
 
 
 def database_for(settings: TvmSettings) -> Path | None:
-    """The target's tuning database when it holds at least one record, else None.
+    """The target's tuning database when it holds at least one record, else None (also for a target that
+    is not a CPU: records schedule ``llvm`` kernels only).
 
     Candidates in a ``runtime = "tvm"`` search and the final library are compiled with it
     (``compile.tvm.build(database=...)``), so a search ranks candidates by the latency of the code that is
@@ -247,6 +249,8 @@ def database_for(settings: TvmSettings) -> Path | None:
     it, point ``EDGEPRUNE_TUNING_DB`` at an empty folder."""
     from edgeprune.compile.tuning_db import RECORDS
 
+    if settings.target.get("kind") != "llvm":
+        return None
     path = database_dir(settings)
     records = path / RECORDS
     return path if records.is_file() and records.stat().st_size > 0 else None

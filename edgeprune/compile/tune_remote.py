@@ -55,10 +55,12 @@ def builder(ms, settings):
 def runner(ms, remote: RemoteTuning):
     """An ``RPCRunner`` on the key's devices: 3 timed repeats of at least 20 ms each, one session at a time
     (trials measured one after another, like the search's measurements)."""
+    from edgeprune.compile.tune import SEED_MIN_REPEAT_MS
+
     host, _, port = remote.tracker.rpartition(":")  # HOST:PORT, checked when the device was (deploy.stage)
     rpc = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=remote.key,
                               session_timeout_sec=int(remote.session_timeout_s))
-    ev = ms.runner.EvaluatorConfig(number=1, repeat=3, min_repeat_ms=20, enable_cpu_cache_flush=False)
+    ev = ms.runner.EvaluatorConfig(number=1, repeat=3, min_repeat_ms=SEED_MIN_REPEAT_MS, enable_cpu_cache_flush=False)
     return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=ev, max_workers=1)
 
 

@@ -113,7 +113,7 @@ def build_artifact(model_proto, input_shape: tuple[int, ...], onnx_bytes: bytes,
     kind = settings.target["kind"]
     # The records of earlier tunings (any model, same target and layer shapes) schedule what they match,
     # as they did for the search's candidates (latency.backends.tvmrt).
-    db = database_for(settings) if kind == "llvm" else None
+    db = database_for(settings)
     db_stats: dict = {}
     ex, secs = build(model_proto, input_shape, settings, database=db, stats=db_stats)
     path = export_library(ex, workdir / "model.tvm.so", settings)

@@ -70,7 +70,7 @@ def table_version(runtime: str, backend) -> str:
 
         version = f"{backend.version()}+{SCHEDULE_VERSION}"
         settings = getattr(backend, "settings", None)
-        db = database_for(settings) if settings is not None and settings.target.get("kind") == "llvm" else None
+        db = database_for(settings) if settings is not None else None
         if db is not None:
             records = sum(1 for line in (db / RECORDS).read_text().splitlines() if line.strip())
             version += f"+db{db.name}.{records}"

@@ -47,7 +47,7 @@ class TvmBackend:
 
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="edgeprune-tvm-")
-        db = database_for(settings) if settings.target.get("kind") == "llvm" else None
+        db = database_for(settings)
         stats: dict = {}
         ex, _ = build(onnx.load_from_string(onnx_bytes), tuple(input_shape), settings, database=db, stats=stats)
         if db is not None:
