@@ -5,6 +5,8 @@
     python tools/bench_search.py --models resnet56 --seeds 2 --results runs.jsonl   # resumable: re-run to go on
     python tools/bench_search.py --models resnet56 --agents bo,bo-plain --budget 200 --finetune-epochs 0 \
         --results runs.jsonl --plot curves.png      # the BO paper's convergence claim (issue 14 part 4)
+    python tools/bench_search.py --models resnet56 --agents bo,bo-k3 --budget 200 --stop-after 50 \
+        --finetune-epochs 0 --results first50.jsonl # the first 50 evaluations of budget-200 runs (variants)
 
 Each run is a full ``edgeprune compile`` (library call) into a temporary folder. Models are the trained
 checkpoints in examples/ (ResNet-20, ResNet-56, MobileNetV2); another zoo model is trained on first use with
@@ -16,6 +18,12 @@ time (baseline, search, confirmation, fine-tuning, export, verification), and th
 accuracy on the 2000-image validation split and median latency ratio to the baseline (same run).
 ``bo-flops`` is feasible by MACs (same fraction as the latency target); its latency column shows what
 that choice measures at.
+
+``--stop-after N`` ends each run after N evaluations of its search (the agent still plans for --budget:
+its initial design, roll-back schedule and stagnation rule are the budget's), keeping the curve so far as
+a ``partial`` row with ``stopped_after``: the first 50 evaluations of a budget-200 run cost minutes, its
+last 150 an hour (the GPs grow). Experimental variants of ``bo`` (``VARIANTS``) are registered here, not in
+the package, until one earns its place there.
 """
 
 from __future__ import annotations
@@ -38,6 +46,57 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 AGENTS = ("bo", "bo-plain", "bo-flops", "uniform", "random")
 TRAIN_EPOCHS = {"resnet20": 15, "resnet56": 15, "mobilenet_v2": 15, "mobilenet_v1": 15, "vgg16_bn": 15}
+
+
+# Experimental variants of the BO agent (issue 14 part 4): name -> BOAgent options.
+VARIANTS = {
+    # The paper's cluster counts for ResNet-56: 3 clusters, then 9 (round(sqrt(3 * 30))), then every group.
+    "bo-k3": {"clusters": 3},
+    # The first phase at the intermediate count: 12 clusters, then 19, then every group.
+    "bo-k12": {"clusters": 12},
+}
+
+
+def register_variants() -> None:
+    from edgeprune.search.agents.base import register
+    from edgeprune.search.agents.bo import BOAgent
+
+    for name, opts in VARIANTS.items():
+        def factory(space, *, budget, seed, latency_ratio, _name=name, _opts=opts, **kw):
+            return BOAgent(space, budget=budget, seed=seed, latency_ratio=latency_ratio, name=_name, **{**_opts, **kw})
+
+        register(name)(factory)
+
+
+class _Enough(BaseException):
+    """Raised by StopAfter's reporter: not an Exception, so the pipeline's error handling lets it through
+    (its ``finally`` blocks still close the meters and the store)."""
+
+
+def _stop_after_reporter(n: int):
+    from edgeprune.progress import Reporter
+
+    class StopAfter(Reporter):
+        """Records each evaluation's (feasible, accuracy) and stops the run after ``n`` of them."""
+
+        def __init__(self):
+            self.steps: list[tuple[bool, float]] = []
+
+        def search_step(self, idx, candidate, result, reused, best) -> None:
+            self.steps.append((bool(result.feasible), float(result.accuracy)))
+            if len(self.steps) >= n:
+                raise _Enough()
+
+    return StopAfter()
+
+
+def _steps_curve(steps) -> tuple[list, float]:
+    curve, best = [], -1.0
+    for ok, acc in steps:
+        if ok:
+            best = max(best, acc)
+        curve.append(best if best >= 0 else None)
+    return curve, best
 
 
 def model_path(name: str, models_dir: Path, data: str = "shapes") -> Path:
@@ -73,8 +132,14 @@ def one_run(model: Path, agent: str, seed: int, args) -> dict:
                             budget=args.budget, seed=seed, finetune_epochs=args.finetune_epochs, data=args.data,
                             depth=args.depth, target=target)
         t0 = time.time()
+        reporter = _stop_after_reporter(args.stop_after) if args.stop_after else None
         try:
-            rep = compile_model(cfg).report
+            rep = compile_model(cfg, reporter=reporter).report
+        except _Enough:
+            curve, best = _steps_curve(reporter.steps)
+            return {"agent": agent, "seed": seed, "partial": True, "stopped_after": args.stop_after,
+                    "evaluations": len(curve), "feasible": best >= 0, "best": best if best >= 0 else None,
+                    "curve": curve, "search_s": round(time.time() - t0, 1)}
         except InfeasibleTargetError as e:
             # The search ran but its final choice was not confirmed (or nothing met the target): the
             # search's curve still counts for convergence; the failure report holds its candidates.
@@ -136,12 +201,17 @@ def main() -> None:
                     "profile name or TOML path; `host` searches in TVM when its baseline is faster there (auto), and "
                     "then every candidate is compiled (~10 s per ResNet-56 candidate instead of ~4 s)")
     ap.add_argument("--models-dir", default=str(Path.home() / ".cache" / "edgeprune" / "bench_models"))
+    ap.add_argument("--stop-after", type=int, help="end each run after this many evaluations (its agent planning "
+                    "for --budget); rows are partial, with stopped_after")
+    ap.add_argument("--reference", help="with --stop-after: a results file whose finished bo-plain runs (same "
+                    "budget and target) give the level to reach")
     ap.add_argument("--quick", action="store_true", help="resnet20 only, 2 seeds, budget 16")
     ap.add_argument("--plot", help="PNG: best feasible search accuracy so far against evaluations, per model and "
                     "agent (mean over seeds, band min..max, thin lines the seeds)")
     ap.add_argument("--results", help="JSON-lines file: every finished run is appended to it, and runs already "
                     "in it (same model, agent, seed, budget, target) are not run again — a long benchmark resumes")
     args = ap.parse_args()
+    register_variants()
     if args.quick:
         args.models, args.seeds, args.budget = "resnet20", 2, 16
     conditions = {"budget": args.budget, "target": args.latency_target, "finetune_epochs": args.finetune_epochs,
@@ -155,6 +225,9 @@ def main() -> None:
                 r.setdefault("profile", args.target)
                 if all(r.get(k) == v for k, v in conditions.items() if k != "profile"):
                     partial[(r["model"], r["agent"], r["seed"])] = r
+                    # ... except by --stop-after runs: one stopped by it after as many evaluations is done.
+                    if args.stop_after and r.get("stopped_after", 0) >= args.stop_after:
+                        done[(r["model"], r["agent"], r["seed"])] = r
                 continue
             r.setdefault("data", "shapes")  # rows written before --data and --depth
             r.setdefault("depth", False)
@@ -179,6 +252,9 @@ def main() -> None:
                 print(f"  {name} {agent} seed {seed}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                                 for k, v in r.items() if k not in ("agent", "seed", "model", "curve")),
                       flush=True)
+    if args.stop_after:
+        stopped_summary(rows, args)
+        return
     print(f"\ndata {args.data}{', depth pruning' if args.depth else ''}, budget {args.budget}, target "
           f"{args.latency_target}, {args.seeds} seeds, fine-tune {args.finetune_epochs} epoch(s)")
     marks = sorted({max(1, args.budget // 4), args.budget // 2, 3 * args.budget // 4})
@@ -205,6 +281,41 @@ def main() -> None:
             print(f"\n{name}: " + conv)
     if args.plot:
         plot_curves(rows_curves, args.models.split(","), args.agents.split(","), Path(args.plot), args)
+        print(f"\ncurves: {args.plot}")
+
+
+def stopped_summary(rows: list[dict], args) -> None:
+    """--stop-after: the best feasible so far after a few evaluation counts, per agent (mean ± s.d. over
+    seeds, and each seed), and with --reference the evaluations each seed took to reach bo-plain's final
+    best there (finished budget-long runs of the same conditions, e.g. the convergence benchmark's file)."""
+    n = args.stop_after
+    marks = sorted({m for m in (10, 25, n // 2, n) if 0 < m <= n})
+    level = None
+    if args.reference and Path(args.reference).exists():
+        ref = [json.loads(line) for line in Path(args.reference).read_text().splitlines()]
+        plain = [search_best(r) for r in ref if r.get("agent") == "bo-plain" and not r.get("partial")
+                 and r.get("budget") == args.budget and r.get("target") == args.latency_target
+                 and search_best(r) is not None]
+        level = statistics.mean(plain) if plain else None
+        if level is not None:
+            print(f"\nreference: bo-plain's final best after {args.budget} evaluations, mean of {len(plain)} "
+                  f"finished seeds: {100 * level:.1f}% ({args.reference})")
+    print(f"\nfirst {n} evaluations of budget-{args.budget} runs, target {args.latency_target}, data {args.data}")
+    print("| agent | seeds | " + " | ".join(f"best after {m} %" for m in marks) + " | per seed after "
+          f"{n} % | reaches the reference after |")
+    print("| --- | ---: | " + "---: | " * len(marks) + "--- | --- |")
+    for agent in args.agents.split(","):
+        rs = [r for r in rows if r["agent"] == agent and r.get("curve")]
+        if not rs:
+            continue
+        at = " | ".join(fmt([(r["curve"][min(m, len(r["curve"])) - 1] or 0.0) for r in rs], True, 1) for m in marks)
+        per = ", ".join(f"{100 * (r['curve'][min(n, len(r['curve'])) - 1] or 0):.1f}" for r in rs)
+        reach = "-" if level is None else ", ".join(
+            str(evals_to_reach(r["curve"][:n], level) or f">{n}") for r in rs)
+        print(f"| {agent} | {len(rs)} | {at} | {per} | {reach} |")
+    if args.plot:
+        cut = [dict(r, partial=False, curve=r["curve"][:n]) for r in rows if r.get("curve")]
+        plot_curves(cut, args.models.split(","), args.agents.split(","), Path(args.plot), args, level=level)
         print(f"\ncurves: {args.plot}")
 
 
@@ -243,15 +354,18 @@ def convergence(rows: list[dict], agents: list[str]) -> str:
     return "; ".join(out)
 
 
-def plot_curves(rows: list[dict], models: list[str], agents: list[str], path: Path, args) -> None:
-    """One panel per model: every agent's best feasible so far (mean over seeds, band min..max)."""
+def plot_curves(rows: list[dict], models: list[str], agents: list[str], path: Path, args,
+                level: float | None = None) -> None:
+    """One panel per model: every agent's best feasible so far (mean over seeds, band min..max); ``level``:
+    bo-plain's final best from elsewhere (--reference), when ``rows`` hold no finished bo-plain run."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7.5 * len(models), 4.8), dpi=100)
     FigureCanvasAgg(fig)
-    colours = dict(zip(AGENTS, ("#1f77b4", "#d62728", "#7f7f7f", "#2ca02c", "#9467bd")))
+    colours = dict(zip(AGENTS + tuple(VARIANTS), ("#1f77b4", "#d62728", "#7f7f7f", "#2ca02c", "#9467bd",
+                                                  "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22")))
     for i, name in enumerate(models):
         ax = fig.add_subplot(1, len(models), i + 1)
         for agent in agents:
@@ -278,14 +392,15 @@ def plot_curves(rows: list[dict], models: list[str], agents: list[str], path: Pa
             ax.fill_between(x, ys.min(0), ys.max(0), color=c, alpha=0.12, lw=0)
         plain = [search_best(r) for r in rows if r["model"] == name and r["agent"] == "bo-plain"
                  and search_best(r) is not None and not r.get("partial")]
-        if plain:
-            ax.axhline(100 * statistics.mean(plain), color="#d62728", ls=":", lw=1,
-                       label="bo-plain's final best (mean)")
+        if plain or level is not None:
+            ax.axhline(100 * (statistics.mean(plain) if plain else level), color="#d62728", ls=":", lw=1,
+                       label=f"bo-plain's final best after {args.budget} (mean)")
         if args.budget > 50:
             ax.axvline(50, color="#555555", ls="--", lw=0.8, label="50 evaluations (the claim)")
         ax.set_xlabel("evaluations")
         ax.set_ylabel("best feasible search accuracy so far (%)")
-        ax.set_title(f"{name}: target {args.latency_target}, budget {args.budget}, data {args.data}")
+        first = f"first {args.stop_after} evaluations of " if getattr(args, "stop_after", None) else ""
+        ax.set_title(f"{name}: target {args.latency_target}, {first}budget {args.budget}, data {args.data}")
         lo = [100 * search_best(r) for r in rows if r["model"] == name and search_best(r) is not None]
         if lo:
             ax.set_ylim(max(0.0, min(lo) - 15), min(100.0, max(lo) + 3))
