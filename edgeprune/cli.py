@@ -32,6 +32,9 @@ def cli() -> None:
 @click.option("--agent", default="bo", show_default=True, help="Search agent: bo, bo-plain, bo-flops, rl, uniform, random.")
 @click.option("--budget", default=40, show_default=True, type=int, help="Number of distinct candidate evaluations.")
 @click.option("--clusters", default=None, type=int, help="bo: clusters in the first phase (default about sqrt(groups)).")
+@click.option("--cluster-by", type=click.Choice(["importance", "sensitivity"]), default="importance", show_default=True,
+              help="bo: cluster groups by their channel-importance distributions (the paper's) or by the accuracy "
+                   "each loses when cut alone (one evaluation per group before the search).")
 @click.option("--batch", default=1, show_default=True, type=int, help="bo: candidates proposed at once.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @_model_input_options
@@ -131,7 +134,7 @@ def compile_cmd(ctx, model, as_json, **options) -> None:
 # Options a project config may set, with their types. Not trust_model_code (a cloned repository must not
 # turn on unpickling by itself), nor the per-run resume, overwrite and json.
 PROJECT_OPTIONS = {"target": str, "latency_target": str, "out": str, "data": str, "agent": str, "budget": int,
-                   "clusters": int, "batch": int, "seed": int, "arch": str, "input_shape": tuple,
+                   "clusters": int, "cluster_by": str, "batch": int, "seed": int, "arch": str, "input_shape": tuple,
                    "normalize": str, "arch_kwargs": str, "train_device": str,
                    "finetune_epochs": int, "distill": bool, "measure_on": str, "tracker": str, "device_key": str,
                    "verify_device": str, "tune_trials": int, "accept_closest": bool, "max_latency_ms": float,

@@ -44,6 +44,9 @@ class CompileConfig:
     agent: str = "bo"
     budget: int = 40  # distinct candidate evaluations
     clusters: int | None = None  # bo: number of clusters in the first phase (default ≈ √groups)
+    # bo: what groups are clustered by: "importance" (the paper's: channel-importance distributions) or
+    # "sensitivity" (each group's accuracy drop when cut alone; edgeprune.search.sensitivity).
+    cluster_by: str = "importance"
     batch: int = 1  # bo: candidates proposed at once (q), for parallel measurement
     seed: int = 0
     arch: str | None = None  # for a bare state dict
@@ -107,6 +110,8 @@ class CompileConfig:
             object.__setattr__(self, "arch_kwargs", format_arch_kwargs(kw) or None)
         if self.train_device not in ("auto", "cpu", "cuda"):
             raise EdgePruneError(f"--train-device {self.train_device!r}: give auto, cpu or cuda")
+        if self.cluster_by not in ("importance", "sensitivity"):
+            raise EdgePruneError(f"--cluster-by {self.cluster_by!r}: give importance or sensitivity")
         if self.clusters is not None and self.clusters < 1:
             raise EdgePruneError("--clusters must be at least 1")
         if self.batch < 1:
@@ -161,7 +166,7 @@ class CompileConfig:
     # compares the normalisation the run resolved (from --normalize, the checkpoint or the model's config).
     SEARCH_KEYS = ("target", "latency_target", "data", "agent", "seed", "arch", "arch_kwargs", "search_val_samples",
                    "calib_samples", "search_bn_samples", "early_stop", "depth", "quantize_in_search", "latency_screen", "method", "gdp_epochs", "gdp_cost",
-                   "clusters", "batch", "measure_on", "device_key")
+                   "clusters", "cluster_by", "batch", "measure_on", "device_key")
 
 
 def _split_top_level(text: str) -> list[str]:

@@ -32,7 +32,7 @@ from edgeprune.search.loop import run_search
 from edgeprune.stages.calibrate import open_screen
 from edgeprune.search.select import select
 from edgeprune.search.store import RunStore
-from edgeprune.stages.analyse import analyse_model
+from edgeprune.stages.analyse import analyse_model, cluster_by_sensitivity
 from edgeprune.stages.baseline import check_reachable, measure_baseline
 from edgeprune.stages.finish import finish
 from edgeprune.stages.gdp import gdp_stage
@@ -122,6 +122,9 @@ def _run(cfg: CompileConfig, rep: RecordingReporter, command: str, opener) -> Co
             raise EdgePruneError(f"--quantize-in-search measures INT8 (QDQ) models, which run in ONNX Runtime; "
                                  f"this target's search measures with {meter.runtime}")
         state["base_accuracy"] = accuracy(model, *data.val, device=inputs.train_device)
+        if cfg.cluster_by == "sensitivity" and cfg.method != "gdp":
+            analysed = state["analysed"] = cluster_by_sensitivity(analysed, evaluator, model, rep,
+                                                                  device=inputs.train_device)
         if cfg.method == "gdp":
             gdp = state["gdp"] = gdp_stage(inputs, analysed, evaluator, baseline, run_id, rep)
             pruned, history, index, widths = gdp.pruned, gdp.history, -1, gdp.widths

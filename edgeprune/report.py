@@ -138,6 +138,8 @@ def build_report(*, status: str, run_id: str, inputs, t_start: float, reason: st
                                  "val_samples": cfg.search_val_samples,
                                  "stopped_early": _stopped_early(outcome.evaluations)},
                   "screen": screen.describe() if screen is not None else None,
+                  "cluster_by": cfg.cluster_by,
+                  "group_drops": list(analysed.group_drops) if analysed and analysed.group_drops else None,
                   "history": history,
                   "confirmations": list(selection.confirmations) if selection else [],
                   "confirmed": selection.confirmed if selection else None, "wall_time_s": outcome.seconds,

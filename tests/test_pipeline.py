@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -272,12 +273,51 @@ def test_a_failed_verification_exits_4_and_leaves_no_artifact(tiny_ckpt, profile
     ({"agent": "nope"}, "unknown agent 'nope'"),
     ({"agent": "uniform", "batch": 2}, "takes no option 'batch'"),
     ({"data": "no/such/folder"}, "no/such/folder"),
+    ({"agent": "bo-plain", "cluster_by": "sensitivity"}, "'bo-plain' does not cluster"),
+    ({"agent": "uniform", "cluster_by": "sensitivity"}, "'uniform' does not cluster"),
 ])
 def test_bad_options_are_refused_before_anything_is_measured(tiny_ckpt, profile, tmp_path, kw, match):
     opener = Opener()
     with pytest.raises(EdgePruneError, match=match):
         compile_model(cfg(tiny_ckpt, profile, tmp_path, **kw), opener=opener)
     assert opener.calls == 0 and not (tmp_path / "runs.sqlite").exists()
+
+
+def test_cluster_by_sensitivity_cuts_each_group_alone_and_clusters_by_the_drops(tiny_ckpt, profile, tmp_path):
+    """--cluster-by sensitivity: one drop per group in the report, the agent's clusters are Ward's on those
+    drops' features, and a resumed run computes the same clusters."""
+    from edgeprune.search.cluster import ward_clusters
+    from edgeprune.search.sensitivity import sensitivity_features
+
+    out = tmp_path / "out"
+    r = compile_model(cfg(tiny_ckpt, profile, out, agent="bo", clusters=2, budget=6, cluster_by="sensitivity"),
+                      opener=Opener())
+    s = r.report["search"]
+    groups = s["groups"]["groups"]
+    drops = s["group_drops"]
+    assert s["cluster_by"] == "sensitivity" and len(drops) == len(groups) >= 2
+    # The tiny model is untrained (drops near 0): the drops' meaning is checked on a trained one in
+    # tests/search/test_sensitivity.py.
+    assert all(-1.0 <= d <= 1.0 for d in drops)
+    clusters = s["agent_info"]["clusters"]
+    assert clusters[0] == ward_clusters(sensitivity_features(np.array(drops), *_depth_width(tiny_ckpt, groups)),
+                                        2).tolist()
+    more = compile_model(cfg(tiny_ckpt, profile, out, agent="bo", clusters=2, budget=7, cluster_by="sensitivity",
+                             resume=r.run_id, overwrite=True), opener=Opener())
+    assert more.report["search"]["group_drops"] == drops and more.report["search"]["agent_info"]["clusters"] == clusters
+    with pytest.raises(RunStoreError, match="different settings"):  # the clustering is part of the search
+        compile_model(cfg(tiny_ckpt, profile, out, agent="bo", clusters=2, budget=8, resume=r.run_id, overwrite=True),
+                      opener=Opener())
+    with pytest.raises(EdgePruneError, match="--cluster-by 'drops'"):
+        cfg(tiny_ckpt, profile, out, cluster_by="drops")
+
+
+def _depth_width(ckpt, groups):
+    from edgeprune.model.load import load_model
+
+    model = load_model(str(ckpt)).model
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    return np.array([order[g["name"]] for g in groups]), np.array([g["full"] for g in groups])
 
 
 def test_an_output_path_that_is_a_file_is_refused(tiny_ckpt, profile, tmp_path):

@@ -48,12 +48,15 @@ AGENTS = ("bo", "bo-plain", "bo-flops", "uniform", "random")
 TRAIN_EPOCHS = {"resnet20": 15, "resnet56": 15, "mobilenet_v2": 15, "mobilenet_v1": 15, "vgg16_bn": 15}
 
 
-# Experimental variants of the BO agent (issue 14 part 4): name -> BOAgent options.
+# Experimental variants of the BO agent (issue 14 part 4): name -> BOAgent "options" and CompileConfig "config".
 VARIANTS = {
     # The paper's cluster counts for ResNet-56: 3 clusters, then 9 (round(sqrt(3 * 30))), then every group.
-    "bo-k3": {"clusters": 3},
+    "bo-k3": {"options": {"clusters": 3}},
     # The first phase at the intermediate count: 12 clusters, then 19, then every group.
-    "bo-k12": {"clusters": 12},
+    "bo-k12": {"options": {"clusters": 12}},
+    # Clusters by each group's accuracy drop when cut alone (--cluster-by sensitivity), default counts.
+    "bo-sens": {"config": {"cluster_by": "sensitivity"}},
+    "bo-sens-k3": {"config": {"cluster_by": "sensitivity"}, "options": {"clusters": 3}},
 }
 
 
@@ -61,7 +64,9 @@ def register_variants() -> None:
     from edgeprune.search.agents.base import register
     from edgeprune.search.agents.bo import BOAgent
 
-    for name, opts in VARIANTS.items():
+    for name, v in VARIANTS.items():
+        opts = v.get("options", {})
+
         def factory(space, *, budget, seed, latency_ratio, _name=name, _opts=opts, **kw):
             return BOAgent(space, budget=budget, seed=seed, latency_ratio=latency_ratio, name=_name, **{**_opts, **kw})
 
@@ -130,7 +135,7 @@ def one_run(model: Path, agent: str, seed: int, args) -> dict:
             Path(target).write_text(ORT_PROFILE)
         cfg = CompileConfig(model=str(model), latency_target=args.latency_target, out=out, agent=agent,
                             budget=args.budget, seed=seed, finetune_epochs=args.finetune_epochs, data=args.data,
-                            depth=args.depth, target=target)
+                            depth=args.depth, target=target, **VARIANTS.get(agent, {}).get("config", {}))
         t0 = time.time()
         reporter = _stop_after_reporter(args.stop_after) if args.stop_after else None
         try:

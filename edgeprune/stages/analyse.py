@@ -23,6 +23,8 @@ class Analysed:
     macs: int
     params: int
     channels: dict
+    # --cluster-by sensitivity: each group's accuracy drop (fraction) when cut alone to half its channels.
+    group_drops: tuple[float, ...] | None = None
 
     def smallest(self):
         """The candidate that keeps the fewest channels the space allows in every group (and drops every
@@ -52,3 +54,18 @@ def analyse_model(inputs: Inputs, rep) -> Analysed:
     features = group_features(model, shape, analysis)
     space = SearchSpace.of(analysis, tuple(map(tuple, features.tolist())), macs)
     return Analysed(analysis, space, macs, params, channel_counts(model))
+
+
+def cluster_by_sensitivity(analysed: Analysed, evaluator, model, rep, *, device: str = "cpu") -> Analysed:
+    """``analysed`` with clustering features from each group's sensitivity (``search.sensitivity``): one
+    prune + adaptive BN + accuracy per group, with the search's evaluator, before the search. Deterministic
+    (fixed images, no measurement), so a resumed run clusters the same way."""
+    from edgeprune.search.sensitivity import KEEP, clustering_features, group_drops
+
+    drops = group_drops(evaluator, analysed.analysis, device=device)
+    feats = clustering_features(model, analysed.analysis, drops)
+    space = replace(analysed.space, features=tuple(map(tuple, feats.tolist())))
+    worst = sorted(zip(drops, (g.name for g in analysed.analysis.groups)), reverse=True)[:3]
+    rep.info(f"clusters by sensitivity: {len(drops)} groups cut alone to {KEEP:g}; most sensitive "
+             + ", ".join(f"{n} (−{100 * d:.1f} points)" for d, n in worst))
+    return replace(analysed, space=space, group_drops=tuple(round(float(d), 4) for d in drops))

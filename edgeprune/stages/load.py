@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgeprune.config import CompileConfig, LatencyTarget
 from edgeprune.data import DataSplits, load_data, resolve_normalisation
-from edgeprune.errors import DataError, TargetError
+from edgeprune.errors import DataError, EdgePruneError, TargetError
 from edgeprune.latency.where import MeasurePlan, measurement_plan
 from edgeprune.model.evaluate import resolve_device
 from edgeprune.model.load import LoadedModel, check_input_shape, load_model
@@ -48,6 +48,19 @@ def agent_options(cfg: CompileConfig) -> dict:
     return opts
 
 
+def check_cluster_by(cfg: CompileConfig) -> None:
+    """``--cluster-by sensitivity`` costs one evaluation per group: refused for an agent that does not
+    cluster (one without a ``clusters`` option, e.g. bo-plain, uniform) and for GDP, which does not search."""
+    if cfg.cluster_by == "importance":
+        return
+    from edgeprune.search.agents.base import agent_options as taken
+
+    options = taken(cfg.agent)
+    if cfg.method == "gdp" or (options is not None and "clusters" not in options):
+        what = "GDP (no search)" if cfg.method == "gdp" else f"the agent {cfg.agent!r}"
+        raise EdgePruneError(f"--cluster-by {cfg.cluster_by}: {what} does not cluster groups (bo and bo-flops do)")
+
+
 def load(cfg: CompileConfig, rep) -> Inputs:
     """Validate everything that can be validated without measuring: the output folder is writable, the
     agent and its options exist, the profile loads and can be measured, the model loads safely and accepts
@@ -55,6 +68,7 @@ def load(cfg: CompileConfig, rep) -> Inputs:
     train_device = resolve_device(cfg.train_device)  # --train-device cuda without CUDA: refused before any work
     out_root = check_out_dir(cfg.out)
     check_agent(cfg.agent, agent_options(cfg))
+    check_cluster_by(cfg)
     target = LatencyTarget.parse(cfg.latency_target)
     profile = load_target(cfg.target)
     plan = measurement_plan(profile, cfg.measure_on, tracker=cfg.tracker, device_key=cfg.device_key)
