@@ -30,13 +30,14 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from edgeprune.errors import UnsupportedLayerError
+from edgeprune.model.attention import attention_layers, fused_qkv, sync_attention
+from edgeprune.model.depgraph import dependency_graph
 from edgeprune.model.depth import BLOCK, block_entries, drop_blocks, dropped_blocks
 
 # Leaf modules whose channels Torch-Pruning can follow; anything else with parameters is reported.
@@ -93,140 +94,6 @@ def unsupported_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if any(True for _ in m.parameters(recurse=False)) and not isinstance(m, _SUPPORTED_PARAM_LEAVES):
             out.append((name, m))
     return out
-
-
-_QKV_NAMES = {"qkv", "qk", "kv", "q", "k", "v", "q_proj", "k_proj", "v_proj", "qkv_proj", "in_proj", "to_qkv",
-              "query", "key", "value", "wq", "wk", "wv", "to_q", "to_k", "to_v", "to_kv"}
-
-
-def fused_qkv(model: nn.Module) -> dict[nn.Module, nn.Module]:
-    """{qkv Linear: its attention module} for attention modules with ``num_heads`` and one fused ``qkv``
-    projection (timm's ViT/DeiT/Swin blocks…). Their head dimension is searched: the same positions are
-    removed from q, k and v of every head (Torch-Pruning couples the three through the unbind), and
-    ``sync_attention`` updates ``head_dim``/``attn_dim`` afterwards."""
-    out = {}
-    for m in model.modules():
-        qkv = getattr(m, "qkv", None)
-        heads = getattr(m, "num_heads", None)
-        if (isinstance(qkv, nn.Linear) and isinstance(heads, int) and heads > 0
-                and qkv.out_features % (3 * heads) == 0):
-            out[qkv] = m
-    return out
-
-
-def sync_attention(model: nn.Module) -> nn.Module:
-    """After pruning (or replaying a pruning history): set ``head_dim`` and ``attn_dim`` of fused-qkv attention
-    modules from their pruned ``qkv`` (timm reshapes with them), and torchvision ViT's ``hidden_dim`` from its
-    patch projection. In place; returns ``model``."""
-    for m in model.modules():
-        # torchvision's VisionTransformer reshapes patches with a width stored at build time.
-        conv = getattr(m, "conv_proj", None)
-        if isinstance(conv, nn.Conv2d) and isinstance(getattr(m, "hidden_dim", None), int):
-            m.hidden_dim = conv.out_channels
-    for qkv, m in fused_qkv(model).items():
-        head_dim = qkv.out_features // (3 * m.num_heads)
-        if isinstance(getattr(m, "head_dim", None), int):
-            m.head_dim = head_dim
-        if isinstance(getattr(m, "attn_dim", None), int):
-            m.attn_dim = head_dim * m.num_heads
-    return model
-
-
-def attention_layers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
-    """(name, module, why) of the layers whose outputs are reshaped into attention heads in a way edgeprune
-    does not search (separate q/k/v projections): kept whole, since pruning them would break
-    ``num_heads × head_dim``. Fused qkv projections are searched instead (``fused_qkv``), and an
-    ``nn.MultiheadAttention``'s embedding width with the same positions removed from every head."""
-    fused = fused_qkv(model)
-    out = []
-    for name, m in model.named_modules():
-        if isinstance(m, nn.MultiheadAttention):
-            continue  # Torch-Pruning cuts its embedding width; _parts keeps it a multiple of num_heads
-        if hasattr(m, "num_heads"):
-            for cname, c in m.named_children():
-                if (isinstance(c, (nn.Linear, nn.Conv1d, nn.Conv2d)) and cname.lower() in _QKV_NAMES
-                        and c not in fused):
-                    out.append((f"{name}.{cname}" if name else cname, c, "attention q/k/v projection (split into heads)"))
-    return out
-
-
-_MAX_MAPPED_INDICES = 200_000
-_mapped = [0]  # indices mapped through flattens while building the current group
-
-
-class MappingTooLargeError(RuntimeError):
-    """Torch-Pruning's index mapping for a group would hold more than ``_MAX_MAPPED_INDICES`` indices."""
-
-
-def _install_tolerant_reshape_mapping() -> None:
-    """Torch-Pruning 1.6 divides by zero mapping channel indices through a reshape whose input or output width
-    it infers as 0 (ShuffleNet's channel shuffle), when it builds the graph and again for every pruning
-    group (and sums None widths at some concatenations). Leave such a node unmapped and record it in ``graph.unmapped``, so that the groups through it
-    are frozen instead of the whole model failing. Installed once; every other reshape is mapped as before."""
-    from torch_pruning.dependency import index_mapping
-
-    if getattr(index_mapping.update_reshape_index_mapping, "edgeprune_tolerant", False):
-        return
-
-    def tolerant(original, errors):
-        def update(graph, node):
-            try:
-                return original(graph, node)
-            except errors:
-                unmapped = graph.__dict__.setdefault("unmapped", [])
-                if all(n is not node for n in unmapped):
-                    unmapped.append(node)
-                return None
-
-        update.edgeprune_tolerant = True
-        return update
-
-    index_mapping.update_reshape_index_mapping = tolerant(index_mapping.update_reshape_index_mapping, ZeroDivisionError)
-    # A concatenation whose input widths Torch-Pruning cannot infer (None: torchvision Swin's channels-last patch
-    # merging) fails the same way, with a TypeError summing them.
-    index_mapping.update_concat_index_mapping = tolerant(index_mapping.update_concat_index_mapping, TypeError)
-
-    # A flatten mapping multiplies every channel index by its stride. Through channels-last reshapes (torchvision
-    # Swin) strides compound into lists of 10^8 indices and one group takes many minutes to build; such a
-    # mapping is wrong for channels anyway. Refuse it fast: that root's group is frozen.
-    flatten_call = index_mapping._FlattenIndexMapping.__call__
-
-    def bounded(self, idxs):
-        if not self.reverse:
-            _mapped[0] += len(idxs) * self._stride
-            if _mapped[0] > _MAX_MAPPED_INDICES:
-                raise MappingTooLargeError(f"following its channels maps more than {_MAX_MAPPED_INDICES} indices "
-                                           f"(a flatten with stride {self._stride}: channels-last reshapes?)")
-        return flatten_call(self, idxs)
-
-    from torch_pruning.dependency.graph import DependencyGraph
-
-    group_call = DependencyGraph.get_pruning_group
-
-    def counted(self, *args, **kwargs):  # the bound is per group
-        _mapped[0] = 0
-        return group_call(self, *args, **kwargs)
-
-    DependencyGraph.get_pruning_group = counted
-    index_mapping._FlattenIndexMapping.__call__ = bounded
-
-
-def _dependency_graph(model: nn.Module, input_shape: tuple[int, ...]):
-    """Torch-Pruning's dependency graph; ``dg.unmapped`` holds the reshape nodes it could not map."""
-    import torch_pruning as tp
-
-    model.eval()
-    _install_tolerant_reshape_mapping()
-    try:
-        with warnings.catch_warnings():
-            # "Unwrapped parameters detected": Torch-Pruning guesses their channel dim; the probe checks it.
-            warnings.simplefilter("ignore")
-            dg = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, *input_shape))
-    except Exception as e:  # noqa: BLE001 - Torch-Pruning raises many kinds on graphs it cannot trace
-        first = str(e).splitlines()[0][:300] if str(e) else ""
-        raise UnsupportedLayerError(f"cannot trace the model's channel dependencies: {type(e).__name__}: {first}") from None
-    dg.__dict__.setdefault("unmapped", [])
-    return dg
 
 
 def _is_depthwise(group) -> bool:
@@ -322,7 +189,7 @@ def analyse(model: nn.Module, input_shape: tuple[int, ...], *, round_to: int = 8
     bad = unsupported_layers(model)
     attention = attention_layers(model)
     ignored = _output_layers(model) + [m for _, m in bad] + [m for _, m, _ in attention]
-    dg = _dependency_graph(model, input_shape)
+    dg = dependency_graph(model, input_shape)
     groups, frozen = [], [(n, why) for n, _, why in attention]
 
     def cannot_group(name: str, e: BaseException) -> None:
@@ -520,7 +387,7 @@ def prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis,
     heads = {g.name for g in analysis.groups if g.heads}
     pruned = copy_model(model)
     ignored = _ignored_modules(pruned, analysis)
-    dg = _dependency_graph(pruned, input_shape)
+    dg = dependency_graph(pruned, input_shape)
     importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
     for name, group in _groups(pruned, dg, ignored, only=set(want)):
         full = len(group[0].idxs) // (3 if name in heads else 1)
@@ -565,7 +432,7 @@ def group_importances(model: nn.Module, input_shape: tuple[int, ...], analysis: 
     importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
     scores = {}
     heads = {g.name: g.full for g in analysis.groups if g.heads}
-    for name, group in _groups(work, _dependency_graph(work, input_shape), ignored, only={g.name for g in analysis.groups}):
+    for name, group in _groups(work, dependency_graph(work, input_shape), ignored, only={g.name for g in analysis.groups}):
         with torch.no_grad():  # only around scoring: the graph is traced lazily with autograd
             sc = importance(group).detach().cpu()
         scores[name] = (sc.reshape(3, heads[name]).sum(0) if name in heads else sc).numpy()
@@ -576,7 +443,7 @@ def replay_history(model: nn.Module, history: list, input_shape: tuple[int, ...]
     """Apply a recorded pruning history to a freshly built model, in place (then load its state dict):
     the channel entries, then the dropped blocks (``block:NAME`` entries)."""
     channels = [[n, bool(o), list(i)] for n, o, i in history if not str(n).startswith(BLOCK)]
-    dg = _dependency_graph(model, input_shape)
+    dg = dependency_graph(model, input_shape)
     try:
         dg.load_pruning_history(channels)
     except Exception as e:  # noqa: BLE001
