@@ -210,6 +210,7 @@ def main() -> None:
                     "for --budget); rows are partial, with stopped_after")
     ap.add_argument("--reference", help="with --stop-after: a results file whose finished bo-plain runs (same "
                     "budget and target) give the level to reach")
+    ap.add_argument("--report-only", action="store_true", help="run nothing: tabulate and plot what --results holds")
     ap.add_argument("--quick", action="store_true", help="resnet20 only, 2 seeds, budget 16")
     ap.add_argument("--plot", help="PNG: best feasible search accuracy so far against evaluations, per model and "
                     "agent (mean over seeds, band min..max, thin lines the seeds)")
@@ -247,6 +248,8 @@ def main() -> None:
             for agent in args.agents.split(","):
                 if (name, agent, seed) in done:
                     rows.append(done[(name, agent, seed)])
+                    continue
+                if args.report_only:
                     continue
                 r = one_run(path, agent, seed, args)
                 r.update(model=name, **conditions)
