@@ -50,14 +50,21 @@ def group_features(model, input_shape: tuple[int, ...], analysis) -> np.ndarray:
     smallest width, and 1 in the last column, so blocks cluster with blocks (a keep decision, not a width)."""
     from edgeprune.model.prune import group_importances
 
+    return with_structure(model, analysis, importance_features(group_importances(model, input_shape, analysis)))
+
+
+def with_structure(model, analysis, per_group: np.ndarray) -> np.ndarray:
+    """Clustering rows: ``per_group`` (n_groups × k, one row per analysed group) next to each group's
+    relative depth and width (``structural_features``); with removable blocks, one row per block follows
+    (zeros in the k columns, its depth, the smallest width) and a last column that is 1 for blocks."""
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     blocks = analysis.blocks
     depth = np.array([order[g.name] for g in analysis.groups] + [order[b] for b in blocks])
     widths = np.array([g.full for g in analysis.groups] + [1] * len(blocks))
-    hist = importance_features(group_importances(model, input_shape, analysis))
+    per_group = np.asarray(per_group, dtype=float)
     if blocks:
-        hist = np.concatenate([hist, np.zeros((len(blocks), N_BINS))])
-    feats = np.concatenate([hist, structural_features(depth, widths)], axis=1)
+        per_group = np.concatenate([per_group, np.zeros((len(blocks), per_group.shape[1]))])
+    feats = np.concatenate([per_group, structural_features(depth, widths)], axis=1)
     if blocks:
         is_block = np.r_[np.zeros(len(analysis.groups)), np.ones(len(blocks))][:, None]
         feats = np.concatenate([feats, is_block], axis=1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeprune.search.cluster import structural_features
+from edgeprune.search.cluster import structural_features, with_structure
 from edgeprune.types import Candidate
 
 KEEP = 0.5
@@ -34,7 +34,8 @@ def group_drops(evaluator, analysis, *, keep: float = KEEP, samples: int = 500,
     for i, g in enumerate(analysis.groups):
         widths = list(full)
         narrower = [c for c in g.choices if c < g.full]
-        widths[i] = g.width(keep) if g.width(keep) < g.full or not narrower else max(narrower)
+        w = g.width(keep)
+        widths[i] = w if w < g.full or not narrower else max(narrower)
         pruned, _ = evaluator.build(Candidate(tuple(widths)))
         drops.append(base - accuracy(pruned, x, y, device=device))
     return np.asarray(drops, dtype=float)
@@ -48,21 +49,19 @@ def sensitivity_features(drops: np.ndarray, depth: np.ndarray, widths: np.ndarra
     The drop enters as its square root: drops are skewed (most groups lose a point or less, a few lose
     tens), and on the raw scale every mildly sensitive group would share one cluster with the harmless ones.
     """
+    return np.concatenate([drop_column(drops, weight), structural_features(depth, widths)], axis=1)
+
+
+def drop_column(drops: np.ndarray, weight: float = 2.0) -> np.ndarray:
+    """The drop column of ``sensitivity_features`` (n × 1): square root of the drop (negatives as 0),
+    scaled to [0, ``weight``] by the largest."""
     d = np.sqrt(np.clip(np.asarray(drops, dtype=float), 0.0, None))
     d = d / d.max() if d.max() > 0 else d
-    return np.concatenate([weight * d[:, None], structural_features(depth, widths)], axis=1)
+    return weight * d[:, None]
 
 
 def clustering_features(model, analysis, drops: np.ndarray) -> np.ndarray:
-    """``sensitivity_features`` of every analysed group, in ``analysis.groups`` order. With removable blocks
-    one row follows per block, as in ``cluster.group_features``: drop 0, its depth, the smallest width and
-    1 in an extra column, so blocks cluster with blocks."""
-    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    blocks = analysis.blocks
-    depth = np.array([order[g.name] for g in analysis.groups] + [order[b] for b in blocks])
-    widths = np.array([g.full for g in analysis.groups] + [1] * len(blocks))
-    feats = sensitivity_features(np.r_[drops, np.zeros(len(blocks))], depth, widths)
-    if blocks:
-        is_block = np.r_[np.zeros(len(analysis.groups)), np.ones(len(blocks))][:, None]
-        feats = np.concatenate([feats, is_block], axis=1)
-    return feats
+    """``sensitivity_features`` of every analysed group, in ``analysis.groups`` order, laid out like the
+    importance features (``cluster.with_structure``): with removable blocks one row follows per block
+    (drop 0, its depth, the smallest width, 1 in an extra column), so blocks cluster with blocks."""
+    return with_structure(model, analysis, drop_column(drops))
