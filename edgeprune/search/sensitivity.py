@@ -25,20 +25,27 @@ def group_drops(evaluator, analysis, *, keep: float = KEEP, samples: int = 500,
     next narrower allowed width when that rounds to the full one), on the first ``samples`` images of
     ``evaluator.val``. The reference is the unpruned model after the same adaptive BN, so a drop is the
     cut's alone, not the recalibration's."""
-    from edgeprune.model.evaluate import accuracy
-
     x, y = evaluator.val[0][:samples], evaluator.val[1][:samples]
-    full = [g.full for g in analysis.groups] + [1] * len(analysis.blocks)
-    base = accuracy(evaluator.build(Candidate(tuple(full)))[0], x, y, device=device)
+    # Group 0 "cut" to its full width: the unpruned model, through the same adaptive BN.
+    base = accuracy_cut_alone(evaluator, analysis, 0, analysis.groups[0].full, x, y, device=device)
     drops = []
     for i, g in enumerate(analysis.groups):
-        widths = list(full)
         narrower = [c for c in g.choices if c < g.full]
         w = g.width(keep)
-        widths[i] = w if w < g.full or not narrower else max(narrower)
-        pruned, _ = evaluator.build(Candidate(tuple(widths)))
-        drops.append(base - accuracy(pruned, x, y, device=device))
+        w = w if w < g.full or not narrower else max(narrower)
+        drops.append(base - accuracy_cut_alone(evaluator, analysis, i, w, x, y, device=device))
     return np.asarray(drops, dtype=float)
+
+
+def accuracy_cut_alone(evaluator, analysis, i: int, width: int, x, y, *, device: str = "cpu") -> float:
+    """Accuracy (fraction) on images ``x`` (N×C×H×W), labels ``y`` of the model with group ``i`` cut to
+    ``width`` channels and every other group whole (every removable block kept), after the evaluator's
+    adaptive BN (``CandidateEvaluator.build``). Used by ``group_drops`` and by ``edgeprune analyze``."""
+    from edgeprune.model.evaluate import accuracy
+
+    widths = [g.full for g in analysis.groups] + [1] * len(analysis.blocks)
+    widths[i] = width
+    return accuracy(evaluator.build(Candidate(tuple(widths)))[0], x, y, device=device)
 
 
 def sensitivity_features(drops: np.ndarray, depth: np.ndarray, widths: np.ndarray, *,

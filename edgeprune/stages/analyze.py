@@ -18,11 +18,11 @@ from edgeprune.latency.backends.onnxruntime import profile_nodes
 from edgeprune.latency.where import open_meters, runtimes_for
 from edgeprune.model.evaluate import accuracy
 from edgeprune.search.evaluate import CandidateEvaluator
+from edgeprune.search.sensitivity import accuracy_cut_alone
 from edgeprune.progress import Reporter
 from edgeprune.report import data_summary
 from edgeprune.stages.analyse import analyse_model
 from edgeprune.stages.load import load
-from edgeprune.types import Candidate
 
 KEEPS = (0.25, 0.5, 0.75)
 
@@ -79,16 +79,12 @@ def analyze(cfg: CompileConfig, *, keeps=KEEPS, val_samples: int = 500, rep: Rep
         ev = CandidateEvaluator(model, shape, analysed.analysis, val, calib, meters.search, 1.0, reference.p10_ms,
                                 device=inputs.train_device)
         groups = []
-        full = [g.full for g in analysed.analysis.groups]
+        n = len(analysed.analysis.groups)
         for i, g in enumerate(analysed.analysis.groups):
-            acc = {}
-            for k in keeps:
-                widths = list(full)
-                widths[i] = g.width(k)
-                acc[str(k)] = (widths[i], accuracy(ev.build(Candidate(tuple(widths)))[0], *val,
-                                                   device=inputs.train_device))
+            acc = {str(k): (g.width(k), accuracy_cut_alone(ev, analysed.analysis, i, g.width(k), *val,
+                                                          device=inputs.train_device)) for k in keeps}
             groups.append(GroupSensitivity(g.name, g.full, g.choices, g.depthwise, acc))
-            rep.info(f"group {i + 1}/{len(full)} {g.name}: "
+            rep.info(f"group {i + 1}/{n} {g.name}: "
                      + ", ".join(f"keep {k} → {a:.3f}" for k, (_, a) in acc.items()))
         floor = ev.remeasure(analysed.smallest(), rounds=None).ratio_to_baseline
     finally:
