@@ -143,7 +143,7 @@ def test_a_project_config_arch_file_is_relative_to_it(tmp_path):
     (tmp_path / "models" / "blocks.py").write_text(BLOCKS)
     (tmp_path / "edgeprune.toml").write_text('[compile]\narch = "models/mynets.py:mynet(width=16)"\n'
                                              'arch-kwargs = "num_classes=7"\ndata = "digits"\n')
-    from edgeprune.model.load import resolve_arch
+    from edgeprune.model.arch import resolve_arch
 
     torch.save(resolve_arch(f"{tmp_path / 'models' / 'mynets.py'}:mynet")(width=16, num_classes=7).state_dict(),
                tmp_path / "sd.pt")

@@ -38,7 +38,7 @@ def main() -> None:
 
     from edgeprune.export.onnx import export_verified
     from edgeprune.latency import Artifact, LocalMeter, get_backend
-    from edgeprune.model.load import build
+    from edgeprune.model.arch import build
     from edgeprune.model.prune import analyse, prune
     from edgeprune.errors import DeviceError
     from edgeprune.latency.rpc import DeviceSession, devices_for, tracker_summary

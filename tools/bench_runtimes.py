@@ -53,7 +53,7 @@ def resnet18_224() -> torch.nn.Module:
 
 
 def variants(arch: str, keep: float):
-    from edgeprune.model.load import build
+    from edgeprune.model.arch import build
     from edgeprune.model.prune import analyse, prune
 
     torch.manual_seed(0)

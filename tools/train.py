@@ -28,7 +28,8 @@ from edgeprune.data import load_data
 from edgeprune.data.normalisation import IMAGENET, LEGACY, Normalisation, parse_normalisation
 from edgeprune.model.evaluate import accuracy
 from edgeprune.model.finetune import TrainConfig, train
-from edgeprune.model.load import arch_recipe, build, check_input_shape, parse_arch, save_checkpoint
+from edgeprune.model.arch import arch_recipe, build, parse_arch
+from edgeprune.model.load import check_input_shape, save_checkpoint
 from edgeprune.model.zoo import ZOO
 
 

@@ -138,7 +138,7 @@ def test_users_architectures_drop_blocks_and_verify(arch, shape, expect):
     two residual adds) are found, dropped after the channel surgery, and the result exports and verifies."""
     pytest.importorskip("torchvision")
     pytest.importorskip("timm")
-    from edgeprune.model.load import build as build_arch
+    from edgeprune.model.arch import build as build_arch
 
     torch.manual_seed(0)
     model = build_arch(arch, {"num_classes": 10}).eval()

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from edgeprune.errors import InputShapeError, ModelLoadError, UnknownArchitectureError
-from edgeprune.model.load import build, load_model, resolve_arch, save_checkpoint, verify_checkpoint
+from edgeprune.model.arch import build, resolve_arch
+from edgeprune.model.load import load_model, save_checkpoint, verify_checkpoint
 from edgeprune.model.prune import analyse, channel_counts, prune
 from edgeprune.model.zoo import resnet20
 from tests.conftest import tiny_resnet
@@ -172,7 +173,7 @@ def user_file(tmp_path):
 
 
 def _state_dict_of(user_file, path, **kw):
-    from edgeprune.model.load import resolve_arch
+    from edgeprune.model.arch import resolve_arch
 
     torch.manual_seed(0)
     model = resolve_arch(f"{user_file}:mynet")(**kw)
@@ -181,7 +182,7 @@ def _state_dict_of(user_file, path, **kw):
 
 
 def test_a_users_own_file_with_inline_and_flag_kwargs(user_file, tmp_path, monkeypatch):
-    from edgeprune.model.load import parse_arch
+    from edgeprune.model.arch import parse_arch
 
     model = _state_dict_of(user_file, tmp_path / "sd.pt", width=16, num_classes=4)
     assert parse_arch("m:f(width=16, k=(3, 3), act='relu')") == ("m:f", {"width": 16, "k": (3, 3), "act": "relu"})
