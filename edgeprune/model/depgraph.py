@@ -62,14 +62,83 @@ def _install_tolerant_reshape_mapping() -> None:
 
     from torch_pruning.dependency.graph import DependencyGraph
 
-    group_call = DependencyGraph.get_pruning_group
-
-    def counted(self, *args, **kwargs):  # the bound is per group
+    def counted(self, module, pruning_fn, idxs):  # the bound is per group
         _mapped[0] = 0
-        return group_call(self, *args, **kwargs)
+        return _pruning_group(self, module, pruning_fn, idxs)
 
+    DependencyGraph.torch_pruning_get_pruning_group = DependencyGraph.get_pruning_group  # kept for the tests
     DependencyGraph.get_pruning_group = counted
     index_mapping._FlattenIndexMapping.__call__ = bounded
+
+
+def _pruning_group(dg, module: nn.Module, pruning_fn, idxs):
+    """Torch-Pruning 1.6's ``DependencyGraph.get_pruning_group``, with one change: an index reaches a
+    (node, pruning function) once. Torch-Pruning walks every path through the graph with the indices that path
+    carries and stops only where a node gets exactly the same index list again; where residual paths slice and
+    re-concatenate channels (timm's ReXNet adds its shortcut to the first channels only), each block doubles
+    the paths and one group took over 10 minutes to build. Every index mapping (concat, split, slice,
+    flatten, reshape) maps each index on its own, so walking only the indices a node has not had yet gives
+    the same merged group (the same indices, each with the same root index)."""
+    from numbers import Number
+
+    from torch_pruning import _helpers, ops
+    from torch_pruning.dependency import index_mapping
+    from torch_pruning.dependency.dependency import Dependency
+    from torch_pruning.dependency.group import Group
+    from torch_pruning.pruner import function
+
+    if module not in dg.module2node:
+        raise ValueError(f"Module {module} is not in the dependency graph.")
+    if isinstance(module, ops.TORCH_CONV) and module.groups == module.out_channels and module.out_channels > 1:
+        pruning_fn = function.prune_depthwise_conv_out_channels
+    if isinstance(idxs, Number):
+        idxs = [idxs]
+    idxs = [_helpers._HybridIndex(idx=i, root_idx=i) for i in idxs]
+    index_mapping.update_index_mapping(dg)
+
+    root = dg.module2node[module]
+    root_dep = Dependency(pruning_fn, pruning_fn, source=root, target=root)
+    # Per (target node, pruning function): the first dependency that reached it and, per index, the first
+    # (index, root index) that did, in Torch-Pruning's order: what its merge keeps. ``expanded``: the indices
+    # each has passed on; a node passes on only indices it has not passed on before.
+    reached: dict[tuple[int, object], tuple] = {(id(root), pruning_fn): (root_dep, {i.idx: i for i in idxs})}
+    expanded: dict[tuple[int, object], set] = {}
+    stack = [(root_dep, idxs)]
+    while stack:
+        dep, idxs = stack.pop()
+        done = expanded.setdefault((id(dep.target), dep.handler), set())
+        idxs = [i for i in idxs if i.idx not in done]
+        if not idxs:
+            continue
+        done.update(i.idx for i in idxs)
+        for new_dep in dep.target.dependencies:
+            if not new_dep.is_triggered_by(dep.handler):
+                continue
+            new = idxs
+            for mapping in new_dep.index_mapping:
+                if mapping is not None:
+                    new = mapping(new)
+            if not new:
+                continue
+            k = (id(new_dep.target), new_dep.handler)
+            if k not in reached:
+                reached[k] = (new_dep, {})
+            had = reached[k][1]
+            for i in new:
+                had.setdefault(i.idx, i)
+            stack.append((new_dep, new))
+
+    # Torch-Pruning's merge (Group.add_and_merge): one item per target and handler, each index once.
+    merged = Group()
+    merged._DG = dg
+    ignored = {id(p) for p in dg.ignored_params}
+    for dep, had in reached.values():
+        if isinstance(dep.target.module, nn.Parameter) and id(dep.target.module) in ignored:
+            continue
+        hybrid = list(had.values())
+        merged.add_dep(dep, _helpers.to_plain_idxs(hybrid))
+        merged[len(merged) - 1].root_idxs = _helpers.to_root_idxs(hybrid)
+    return merged
 
 
 def dependency_graph(model: nn.Module, input_shape: tuple[int, ...]):
