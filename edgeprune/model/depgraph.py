@@ -1,6 +1,7 @@
-"""Torch-Pruning's dependency graph, made tolerant: reshapes and concatenations it cannot map are left
-unmapped (the groups through them are frozen, not the model refused), and flatten mappings that would
-explode (channels-last reshapes) are refused fast (``MappingTooLargeError``)."""
+"""Torch-Pruning's dependency graph, made tolerant and fast: reshapes and concatenations it cannot map are left
+unmapped (the groups through them are frozen, not the model refused), flatten mappings that would explode
+(channels-last reshapes) are refused fast (``MappingTooLargeError``), a group is built by a walk that visits
+each index of a node once, and the graph's index mappings are recomputed only after something was pruned."""
 
 from __future__ import annotations
 
@@ -68,6 +69,23 @@ def _install_tolerant_reshape_mapping() -> None:
 
     DependencyGraph.torch_pruning_get_pruning_group = DependencyGraph.get_pruning_group  # kept for the tests
     DependencyGraph.get_pruning_group = counted
+
+    # Torch-Pruning recomputes every index mapping of the graph (channel widths through each reshape, concat,
+    # split…) before it builds any group: ~1 s per group on a Swin, most of the analysis. The mappings change
+    # only when something is pruned, so they are recomputed only then (``edgeprune_mapped`` is cleared by
+    # ``Group.prune``, set when the mappings are fresh).
+    from torch_pruning.dependency.group import Group
+
+    group_prune = Group.prune
+
+    def prune_and_mark(self, *args, **kwargs):
+        try:
+            return group_prune(self, *args, **kwargs)
+        finally:
+            if self._DG is not None:
+                self._DG.__dict__["edgeprune_mapped"] = False
+
+    Group.prune = prune_and_mark
     index_mapping._FlattenIndexMapping.__call__ = bounded
 
 
@@ -94,7 +112,9 @@ def _pruning_group(dg, module: nn.Module, pruning_fn, idxs):
     if isinstance(idxs, Number):
         idxs = [idxs]
     idxs = [_helpers._HybridIndex(idx=i, root_idx=i) for i in idxs]
-    index_mapping.update_index_mapping(dg)
+    if not dg.__dict__.get("edgeprune_mapped"):  # see _install_tolerant_reshape_mapping
+        index_mapping.update_index_mapping(dg)
+        dg.__dict__["edgeprune_mapped"] = True
 
     root = dg.module2node[module]
     root_dep = Dependency(pruning_fn, pruning_fn, source=root, target=root)
@@ -156,4 +176,5 @@ def dependency_graph(model: nn.Module, input_shape: tuple[int, ...]):
         first = str(e).splitlines()[0][:300] if str(e) else ""
         raise UnsupportedLayerError(f"cannot trace the model's channel dependencies: {type(e).__name__}: {first}") from None
     dg.__dict__.setdefault("unmapped", [])
+    dg.__dict__["edgeprune_mapped"] = True  # build_dependency has just computed them
     return dg

@@ -389,7 +389,8 @@ def prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis,
     ignored = _ignored_modules(pruned, analysis)
     dg = dependency_graph(pruned, input_shape)
     importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
-    for name, group in _groups(pruned, dg, ignored, only=set(want)):
+    cut = {g.name for g in analysis.groups if want[g.name] < g.full}  # building a group costs time: only these
+    for name, group in _groups(pruned, dg, ignored, only=cut):
         full = len(group[0].idxs) // (3 if name in heads else 1)
         n_prune = full - want[name]
         if n_prune <= 0:

@@ -94,3 +94,35 @@ def test_deep_slice_residual_chain_is_analysed_pruned_and_exported():
     assert [b.exp[0].out_channels for b in pruned.blocks] == [g // 2 for g in range(32, 32 + 16 * 16, 16)]
     _, _, verdict = export_verified(pruned, SHAPE, torch.randn(2, *SHAPE))
     assert verdict.ok
+
+
+class TwoBranchConcat(nn.Module):
+    """Two convs concatenated, then a 1×1 over both: pruning one branch moves the other's channels in the
+    concatenation, so the index mapping must be recomputed before the second group is built."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.b = nn.Conv2d(3, 24, 3, padding=1)
+        self.mix = nn.Conv2d(40, 8, 1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.mix(torch.cat([self.a(x), self.b(x)], 1)).mean((2, 3)))
+
+
+def test_index_mappings_are_recomputed_after_pruning_only():
+    model = TwoBranchConcat().eval()
+    dg = dependency_graph(model, SHAPE)
+    assert dg.edgeprune_mapped
+    pa, pb = dg.get_pruner_of_module(model.a), dg.get_pruner_of_module(model.b)
+    dg.get_pruning_group(model.a, pa.prune_out_channels, [0, 1])
+    assert dg.edgeprune_mapped  # building a group prunes nothing
+    dg.get_pruning_group(model.a, pa.prune_out_channels, list(range(8))).prune()
+    assert not dg.edgeprune_mapped
+    group = dg.get_pruning_group(model.b, pb.prune_out_channels, [0, 1, 2])
+    assert dg.edgeprune_mapped
+    mix_in = [it.idxs for it in group if it.dep.target.module is model.mix]
+    assert mix_in == [[8, 9, 10]]  # b's channels now start after a's 8 remaining ones, not its 16
+    group.prune()
+    assert model.mix.in_channels == 40 - 8 - 3 and model(torch.randn(1, *SHAPE)).shape == (1, 4)
