@@ -96,7 +96,8 @@ def _pruning_group(dg, module: nn.Module, pruning_fn, idxs):
     re-concatenate channels (timm's ReXNet adds its shortcut to the first channels only), each block doubles
     the paths and one group took over 10 minutes to build. Every index mapping (concat, split, slice,
     flatten, reshape) maps each index on its own, so walking only the indices a node has not had yet gives
-    the same merged group (the same indices, each with the same root index)."""
+    the same indices per layer; where several root channels reach one channel the root index recorded for it
+    may be another of them (seen on 9 of GhostNet's 96 groups, 3 of EdgeNeXt's 51)."""
     from numbers import Number
 
     from torch_pruning import _helpers, ops
