@@ -22,6 +22,8 @@ NEEDS = {
                     "(bash tools/setup_cross.sh installs Debian's g++-aarch64-linux-gnu; root or sudo)"),
     "needs_qemu": ("qemu-aarch64", "qemu-aarch64 is missing (sudo apt-get update && sudo apt-get install -y "
                    "qemu-user, or edgeprune device emulate --install-deps)"),
+    "needs_qemu_x86": ("qemu-x86_64", "qemu-x86_64 is missing (bash tools/setup_cross.sh installs Debian's "
+                       "qemu-user; root or sudo)"),
     "needs_browser": ("chromedriver", "chromedriver is missing (bash tools/setup_browser.sh installs Debian's "
                       "chromium and chromium-driver; root or sudo)"),
 }
