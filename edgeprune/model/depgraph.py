@@ -1,11 +1,18 @@
 """Torch-Pruning's dependency graph, made tolerant and fast: reshapes and concatenations it cannot map are left
 unmapped (the groups through them are frozen, not the model refused), flatten mappings that would explode
 (channels-last reshapes) are refused fast (``MappingTooLargeError``), a group is built by a walk that visits
-each index of a node once, and the graph's index mappings are recomputed only after something was pruned."""
+each index of a node once, and the graph's index mappings are recomputed only after something was pruned.
+
+Tracing is the costly part on large graphs (seconds on a Swin), and every candidate and every probe try prunes a
+fresh copy of the same model: ``copy_with_graph`` copies the model together with the graph traced once on it
+(``traced``), instead of tracing each copy again."""
 
 from __future__ import annotations
 
+import copy
+import types
 import warnings
+import weakref
 
 import torch
 from torch import nn
@@ -20,11 +27,19 @@ class MappingTooLargeError(RuntimeError):
     """Torch-Pruning's index mapping for a group would hold more than ``_MAX_MAPPED_INDICES`` indices."""
 
 
-def _install_tolerant_reshape_mapping() -> None:
-    """Torch-Pruning 1.6 divides by zero mapping channel indices through a reshape whose input or output width
-    it infers as 0 (ShuffleNet's channel shuffle), when it builds the graph and again for every pruning
-    group (and sums None widths at some concatenations). Leave such a node unmapped and record it in ``graph.unmapped``, so that the groups through it
-    are frozen instead of the whole model failing. Installed once; every other reshape is mapped as before."""
+def _patch_torch_pruning() -> None:
+    """Torch-Pruning 1.6, patched in place once (each part is explained where it is installed):
+
+    - reshapes and concatenations it cannot map are left unmapped instead of failing the model;
+    - flatten mappings that would explode are refused fast (``MappingTooLargeError``);
+    - ``get_pruning_group`` builds a group with ``_pruning_group``'s walk (each index through a node once);
+    - index mappings are recomputed only after ``Group.prune``.
+
+    The first: Torch-Pruning divides by zero mapping channel indices through a reshape whose input or output
+    width it infers as 0 (ShuffleNet's channel shuffle), when it builds the graph and again for every pruning
+    group (and sums None widths at some concatenations). Such a node is left unmapped and recorded in
+    ``graph.unmapped``, so that the groups through it are frozen instead of the whole model failing; every
+    other reshape is mapped as before."""
     from torch_pruning.dependency import index_mapping
 
     if getattr(index_mapping.update_reshape_index_mapping, "edgeprune_tolerant", False):
@@ -113,7 +128,7 @@ def _pruning_group(dg, module: nn.Module, pruning_fn, idxs):
     if isinstance(idxs, Number):
         idxs = [idxs]
     idxs = [_helpers._HybridIndex(idx=i, root_idx=i) for i in idxs]
-    if not dg.__dict__.get("edgeprune_mapped"):  # see _install_tolerant_reshape_mapping
+    if not dg.__dict__.get("edgeprune_mapped"):  # see _patch_torch_pruning
         index_mapping.update_index_mapping(dg)
         dg.__dict__["edgeprune_mapped"] = True
 
@@ -167,7 +182,7 @@ def dependency_graph(model: nn.Module, input_shape: tuple[int, ...]):
     import torch_pruning as tp
 
     model.eval()
-    _install_tolerant_reshape_mapping()
+    _patch_torch_pruning()
     try:
         with warnings.catch_warnings():
             # "Unwrapped parameters detected": Torch-Pruning guesses their channel dim; the probe checks it.
@@ -179,3 +194,65 @@ def dependency_graph(model: nn.Module, input_shape: tuple[int, ...]):
     dg.__dict__.setdefault("unmapped", [])
     dg.__dict__["edgeprune_mapped"] = True  # build_dependency has just computed them
     return dg
+
+
+# The last model traced by ``traced``: (weak reference to it, input shape, structure signature, graph). One
+# entry: a graph keeps the model and the trace's autograd nodes alive, and runs prune one model at a time.
+_last: list = []
+
+
+def _signature(model: nn.Module) -> tuple:
+    """What the traced graph depends on besides the forward code: module names and types, parameter and buffer
+    shapes. A model changed in place (a layer replaced, channels pruned) gets a new signature."""
+    return (tuple((n, type(m)) for n, m in model.named_modules()),
+            tuple((n, tuple(p.shape)) for n, p in model.named_parameters()),
+            tuple((n, tuple(b.shape)) for n, b in model.named_buffers()))
+
+
+def traced(model: nn.Module, input_shape: tuple[int, ...]):
+    """``dependency_graph(model, input_shape)``, traced once and kept for the last model asked for, while that
+    model's structure is unchanged. Not to be pruned: ``copy_with_graph`` gives a copy to prune."""
+    sig = _signature(model)
+    if _last:
+        ref, shape, old_sig, dg = _last[0]
+        if ref() is model and shape == tuple(input_shape) and old_sig == sig:
+            return dg
+    was_training = model.training
+    try:
+        dg = dependency_graph(model, input_shape)
+    finally:
+        model.train(was_training)  # the trace runs in eval mode; the caller's model keeps its mode
+    _last[:] = [(weakref.ref(model), tuple(input_shape), sig, dg)]
+    return dg
+
+
+def _shared(dg) -> dict[int, object]:
+    """A deepcopy memo that keeps what a graph copy must share with the original: the autograd nodes of the
+    trace (read for saved sizes; they cannot be copied), Torch-Pruning's pruner objects (a dependency's
+    trigger and handler are their bound methods, compared by equality) and modules/functions it refers to."""
+    keep: list = [v for v in vars(dg).values() if isinstance(v, (types.ModuleType, types.FunctionType))]
+    keep += list(dg.REGISTERED_PRUNERS.values()) + list(dg.CUSTOMIZED_PRUNERS.values())
+    for node in dg.module2node.values():
+        keep.append(node.grad_fn)
+        for dep in node.dependencies:
+            keep += [getattr(dep.trigger, "__self__", None), getattr(dep.handler, "__self__", None)]
+    return {id(o): o for o in keep if o is not None}
+
+
+def copy_with_graph(model: nn.Module, input_shape: tuple[int, ...]):
+    """A deep copy of ``model`` in eval mode and its dependency graph, ready to prune: the graph traced once on
+    ``model`` (``traced``) copied along with it, so that both refer to the copy's modules. Raises what
+    ``copy.deepcopy`` raises; the caller then copies and traces the usual way."""
+    dg = traced(model, input_shape)
+    memo = _shared(dg)
+    new_model = copy.deepcopy(model, memo).eval()
+    # Nodes link to each other (inputs, outputs, dependencies): a plain deepcopy recurses along the whole graph
+    # and overflows Python's stack on deep models (ResNet-56). Every node is entered in the memo first, then
+    # filled, so copying one node's links never recurses into another node.
+    nodes = list(dg.module2node.values())
+    for node in nodes:
+        memo[id(node)] = object.__new__(type(node))
+    for node in nodes:
+        memo[id(node)].__dict__.update(copy.deepcopy(vars(node), memo))
+    new_dg = copy.deepcopy(dg, memo)
+    return new_model, new_dg

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +36,7 @@ from torch import nn
 
 from edgeprune.errors import UnsupportedLayerError
 from edgeprune.model.attention import attention_layers, fused_qkv, sync_attention
-from edgeprune.model.depgraph import dependency_graph
+from edgeprune.model.depgraph import copy_with_graph, dependency_graph, traced
 from edgeprune.model.depth import BLOCK, block_entries, drop_blocks, dropped_blocks
 
 # Leaf modules whose channels Torch-Pruning can follow; anything else with parameters is reported.
@@ -189,7 +188,7 @@ def analyse(model: nn.Module, input_shape: tuple[int, ...], *, round_to: int = 8
     bad = unsupported_layers(model)
     attention = attention_layers(model)
     ignored = _output_layers(model) + [m for _, m in bad] + [m for _, m, _ in attention]
-    dg = dependency_graph(model, input_shape)
+    dg = traced(model, input_shape)  # kept: prune's copies reuse it
     groups, frozen = [], [(n, why) for n, _, why in attention]
 
     def cannot_group(name: str, e: BaseException) -> None:
@@ -221,7 +220,9 @@ def analyse(model: nn.Module, input_shape: tuple[int, ...], *, round_to: int = 8
     analysis = Analysis(tuple(groups), tuple(names[m] for m in _output_layers(model)),
                         tuple(f"{n} ({type(m).__name__})" for n, m in bad), tuple(frozen))
     if probe and groups:
-        analysis = _probe(model, input_shape, analysis, probe_budget_s)
+        from edgeprune.model.probe import probe as run_probe  # it prunes with prune() below
+
+        analysis = run_probe(model, input_shape, analysis, probe_budget_s)
     return analysis
 
 
@@ -237,90 +238,6 @@ def _refused(dg, group, g: PrunableGroup) -> str | None:
         return "Torch-Pruning refuses to prune it (a coupled layer would lose all its channels)"
     except Exception as e:  # noqa: BLE001
         return f"Torch-Pruning cannot prune it ({_first_line(e)})"
-
-
-def _half(g: PrunableGroup) -> int:
-    w = g.width(0.5)
-    return w if w < g.full else g.choices[-2]
-
-
-def _smallest(g: PrunableGroup) -> int:
-    return g.choices[0]
-
-
-# The probe prunes every group to about half, then to the smallest width the space allows, then every other
-# group to about half (groups pruned alike can hide a failure: a reshape that holds while two widths shrink
-# together). A failure that depends on the width or on another group shows in one of these more often than in
-# none; the probe is a screen, not a proof, and a candidate whose surgery still fails is one clear error.
-# Each: (width of a probed group, first group, step): all at half, all at smallest, even ones, odd ones.
-_PROBE_WIDTHS = ((_half, 0, 1), (_smallest, 0, 1), (_half, 0, 2), (_half, 1, 2))
-
-
-def _try_prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis, which: list[int],
-               expected: tuple[int, ...], width=_half) -> str | None:
-    """Prune only groups ``which`` (to ``width(group)``) on a copy and run it: None when that works, else why
-    not."""
-    widths = tuple(width(g) if i in which else g.full for i, g in enumerate(analysis.groups))
-    try:
-        pruned, _ = prune(model, input_shape, analysis, widths)
-        with torch.no_grad():
-            out = pruned(torch.zeros(1, *input_shape))
-    except ModelCopyError:
-        raise  # no group is to blame: nothing can be pruned
-    except Exception as e:  # noqa: BLE001 - any failure freezes the groups that caused it
-        return f"pruning it breaks the model ({_first_line(e)})"
-    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
-    if shape != expected:
-        return f"pruning it changes the output shape ({expected} to {shape})"
-    return None
-
-
-def _probe(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis, budget_s: float = 60.0) -> Analysis:
-    """Freeze the groups whose pruning fails: for each of ``_PROBE_WIDTHS`` the groups are tried together, then
-    halves (bisection; sets of up to 3 one by one) where that fails, until ``budget_s`` runs out. Groups that
-    fail only together with others are frozen together."""
-    with torch.no_grad():
-        expected = tuple(model.eval()(torch.zeros(1, *input_shape)).shape)
-    reasons: dict[int, str] = {}
-
-    deadline = time.monotonic() + budget_s
-
-    def bad_in(ids: list[int], width) -> None:
-        why = _try_prune(model, input_shape, analysis, ids, expected, width)
-        if why is None:
-            return
-        if len(ids) == 1:
-            reasons[ids[0]] = why
-            return
-        if time.monotonic() > deadline:  # large graphs: each try costs seconds; stop isolating
-            reasons.update({i: f"{why}; frozen with {len(ids) - 1} other groups (the probe's "
-                               f"{budget_s:.0f} s ran out before the failure was isolated)" for i in ids})
-            return
-        before = len(reasons)
-        if len(ids) <= 3:  # cheaper one by one than halving
-            for i in ids:
-                bad_in([i], width)
-        else:
-            half = len(ids) // 2
-            bad_in(ids[:half], width)
-            bad_in(ids[half:], width)
-        if len(reasons) == before:  # each part works alone, not together
-            reasons.update({i: why for i in ids})
-
-    for width, first, step in _PROBE_WIDTHS:
-        for _ in range(3):  # groups that fail only beside others show up in another pass
-            remaining = [i for i in range(first, len(analysis.groups), step) if i not in reasons]
-            if not remaining:
-                break
-            found = len(reasons)
-            bad_in(remaining, width)
-            if len(reasons) == found:
-                break
-    if not reasons:
-        return analysis
-    groups = tuple(g for i, g in enumerate(analysis.groups) if i not in reasons)
-    frozen = analysis.frozen + tuple((analysis.groups[i].name, reasons[i]) for i in sorted(reasons))
-    return Analysis(groups, analysis.ignored, analysis.unsupported, frozen)
 
 
 def _ignored_modules(model: nn.Module, analysis: Analysis) -> list[nn.Module]:
@@ -355,6 +272,19 @@ def copy_model(model: nn.Module) -> nn.Module:
                              "are not parameters or buffers (a cache?) and do not support deepcopy") from None
 
 
+def _copy_and_graph(model: nn.Module, input_shape: tuple[int, ...]):
+    """A copy of ``model`` to prune and its dependency graph: the graph traced once on ``model``, copied with it
+    (tracing each copy again cost most of the probe on large graphs); where the model does not deep-copy
+    as it is, ``copy_model`` and a new trace."""
+    try:
+        return copy_with_graph(model, input_shape)
+    except UnsupportedLayerError:
+        raise  # the model cannot be traced at all
+    except Exception:  # noqa: BLE001 - deepcopy fails on some models' caches: copy_model handles those
+        pruned = copy_model(model)
+        return pruned, dependency_graph(pruned, input_shape)
+
+
 def _drop_indices(scores: torch.Tensor, n_drop: int, parts: int) -> list[int]:
     """The ``n_drop`` lowest-scoring channels; with ``parts`` > 1 the same positions in every part, ranked by
     the mean score over the parts (``n_drop`` is a multiple of ``parts``)."""
@@ -383,18 +313,19 @@ def prune(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis,
     dropped = [b for b, keep in zip(analysis.blocks, widths[n:]) if not keep]
     widths = widths[:n]
     want = {g.name: w for g, w in zip(analysis.groups, widths)}
+    fulls = {g.name: g.full for g in analysis.groups}
     parts = {g.name: g.parts for g in analysis.groups}
     heads = {g.name for g in analysis.groups if g.heads}
-    pruned = copy_model(model)
+    pruned, dg = _copy_and_graph(model, input_shape)
     ignored = _ignored_modules(pruned, analysis)
-    dg = dependency_graph(pruned, input_shape)
     importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
     cut = {g.name for g in analysis.groups if want[g.name] < g.full}  # building a group costs time: only these
     for name, group in _groups(pruned, dg, ignored, only=cut):
         full = len(group[0].idxs) // (3 if name in heads else 1)
         n_prune = full - want[name]
-        if n_prune <= 0:
-            continue
+        if full != fulls[name]:
+            raise UnsupportedLayerError(f"group {name} has {full} channels, its analysis {fulls[name]}: the analysis "
+                                        "is of another model (or of this one before it changed)")
         try:
             if scores is not None and name in scores:
                 score = torch.as_tensor(scores[name], dtype=torch.float32)

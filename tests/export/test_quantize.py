@@ -92,13 +92,16 @@ def test_int8_top1_agrees_with_fp32_on_a_trained_model(trained, digits):
     assert abs(r["drop"]) <= 0.02 and r["drop"] == pytest.approx(r["fp32_accuracy"] - r["int8_accuracy"]), r
 
 
-_EMULATED_CHECK = """
+# Run under emulation: only the INT8 models' predictions. Emulated fp32 convolutions are very slow (the fp32
+# reference on 240 images took ~8 of the 9 minutes this test once took); the fp32 reference and the statistics
+# are computed natively.
+_EMULATED_TOP1 = """
 import json, sys
 import numpy as np
-from edgeprune.export.quantize import check_int8
+from edgeprune.export.quantize import _top1
 d = sys.argv[1]
-x, y, fp32 = np.load(d + "/x.npy"), np.load(d + "/y.npy"), open(d + "/fp32.onnx", "rb").read()
-print(json.dumps({n: check_int8(fp32, open(f"{d}/{n}.onnx", "rb").read(), x, y) for n in ("reduced", "full")}))
+x = np.load(d + "/x.npy")
+print(json.dumps({n: _top1(open(f"{d}/{n}.onnx", "rb").read(), x).tolist() for n in ("reduced", "full")}))
 """
 
 
@@ -107,22 +110,28 @@ print(json.dumps({n: check_int8(fp32, open(f"{d}/{n}.onnx", "rb").read(), x, y) 
 def test_int8_agrees_with_fp32_on_an_x86_cpu_without_vnni(trained, digits, tmp_path):
     """The same INT8 file run on an x86 CPU without VNNI (qemu-x86_64 -cpu Haswell: AVX2 only), where ONNX
     Runtime's u8×s8 kernel (VPMADDUBSW) saturates with full 8-bit weights: the default 7-bit weights
-    (reduce_range) keep top-1 agreement; full-range weights, built from the same model and calibration, lose it
-    there (this also shows the emulated CPU really takes the saturating path). ~90 s under emulation."""
+    (reduce_range) keep top-1 agreement with fp32 (run natively); full-range weights, built from the same model
+    and calibration, lose it there (this also shows the emulated CPU really takes the saturating path: 94.4%
+    agreement measured on these 360 images). ~30 s."""
+    from edgeprune.export.quantize import _top1
+
     fp32, reduced = trained
     full = quantize_int8(fp32, digits.calib[0].numpy(), reduce_range=False)
-    x, y = digits.val
-    for name, data in (("fp32", fp32), ("reduced", reduced), ("full", full)):
+    x, y = digits.val[0].numpy(), digits.val[1].numpy()
+    for name, data in (("reduced", reduced), ("full", full)):
         (tmp_path / f"{name}.onnx").write_bytes(data)
-    np.save(tmp_path / "x.npy", x[:240].numpy())
-    np.save(tmp_path / "y.npy", y[:240].numpy())
-    run = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", _EMULATED_CHECK, str(tmp_path)],
+    np.save(tmp_path / "x.npy", x)
+    run = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", _EMULATED_TOP1, str(tmp_path)],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
-    r = json.loads(run.stdout.strip().splitlines()[-1])
-    assert r["reduced"]["samples"] == 240
-    assert r["reduced"]["top1_agreement"] >= 0.97 and abs(r["reduced"]["drop"]) <= 0.02, r
-    assert r["full"]["top1_agreement"] < r["reduced"]["top1_agreement"], r
+    emulated = {n: np.array(p) for n, p in json.loads(run.stdout.strip().splitlines()[-1]).items()}
+    p32 = _top1(fp32, x)
+    agree = {n: float((p == p32).mean()) for n, p in emulated.items()}
+    drop = float((p32 == y).mean() - (emulated["reduced"] == y).mean())
+    assert len(emulated["reduced"]) == len(emulated["full"]) == len(y) == 360
+    assert agree["reduced"] >= 0.97 and abs(drop) <= 0.02, (agree, drop)
+    assert agree["full"] < agree["reduced"], agree
+    print(f"emulated Haswell, top-1 agreement with fp32: 7-bit {agree['reduced']:.3f}, 8-bit {agree['full']:.3f}")
 
 
 def test_check_int8_of_a_model_with_itself(untrained, digits):

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from edgeprune.export.onnx import export_verified
-from edgeprune.model.depgraph import dependency_graph
+from edgeprune.model.depgraph import copy_with_graph, dependency_graph
 from edgeprune.model.prune import analyse, prune
 
 SHAPE = (3, 16, 16)
@@ -126,3 +126,83 @@ def test_index_mappings_are_recomputed_after_pruning_only():
     assert mix_in == [[8, 9, 10]]  # b's channels now start after a's 8 remaining ones, not its 16
     group.prune()
     assert model.mix.in_channels == 40 - 8 - 3 and model(torch.randn(1, *SHAPE)).shape == (1, 4)
+
+
+class GroupedSE(nn.Module):
+    """A grouped conv, squeeze-excitation gating and a residual: structures whose groups couple several
+    layers, to check a copied graph against a fresh trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.grouped = nn.Conv2d(32, 32, 3, padding=1, groups=4)
+        self.bn = nn.BatchNorm2d(32)
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(32, 8, 1), nn.ReLU(), nn.Conv2d(8, 32, 1),
+                                nn.Sigmoid())
+        self.fc = nn.Linear(32, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.bn(self.grouped(x))
+        return self.fc((x + y * self.se(y)).mean((2, 3)))
+
+
+def _fresh_trace_prune(model, shape, analysis, widths):
+    """``prune`` as it was before graphs were copied: copy the model, trace the copy."""
+    from edgeprune.model import prune as prune_module
+
+    original = prune_module._copy_and_graph
+
+    def fresh(m, s):
+        c = prune_module.copy_model(m)
+        return c, dependency_graph(c, s)
+
+    prune_module._copy_and_graph = fresh
+    try:
+        return prune(model, shape, analysis, widths)
+    finally:
+        prune_module._copy_and_graph = original
+
+
+def test_pruning_a_copied_graph_equals_pruning_a_fresh_trace():
+    from edgeprune.model.zoo import mobilenet_v2, resnet20
+
+    for model in (resnet20(10), mobilenet_v2(10), SliceResidualNet(depth=3), GroupedSE()):
+        model.eval()
+        torch.manual_seed(0)
+        for p in model.parameters():  # distinct magnitudes, so the kept channels depend on the scores
+            p.data.normal_()
+        a = analyse(model, SHAPE)
+        copied, graph = copy_with_graph(model, SHAPE)  # the path prune takes (not its fallback)
+        originals = {id(m) for m in model.modules()}
+        assert graph.model is copied and not any(id(m) in originals for m in graph.module2node)
+        widths = tuple(g.choices[len(g.choices) // 2] for g in a.groups)
+        assert any(w < g.full for w, g in zip(widths, a.groups))
+        new, new_history = prune(model, SHAPE, a, widths)
+        old, old_history = _fresh_trace_prune(model, SHAPE, a, widths)
+        assert new_history == old_history
+        new_sd, old_sd = new.state_dict(), old.state_dict()
+        assert new_sd.keys() == old_sd.keys()
+        assert all(torch.equal(new_sd[k], old_sd[k]) for k in new_sd)
+        x = torch.randn(2, *SHAPE)
+        with torch.no_grad():
+            torch.testing.assert_close(new(x), old(x))
+        # the analysed model itself is untouched, and a second candidate from the same graph prunes alike
+        assert sum(p.numel() for p in model.parameters()) > sum(p.numel() for p in new.parameters())
+        again, again_history = prune(model, SHAPE, a, widths)
+        assert again_history == new_history
+
+
+def test_the_kept_graph_is_retraced_when_the_model_changes():
+    from edgeprune.model.depgraph import traced
+
+    model = TwoBranchConcat().train()
+    dg = traced(model, SHAPE)
+    assert model.training  # the trace ran in eval mode and left the caller's mode alone
+    assert traced(model, SHAPE) is dg
+    assert traced(model, (3, 8, 8)) is not dg  # another input shape
+    dg = traced(model, SHAPE)
+    model.mix = nn.Conv2d(40, 8, 3, padding=1)  # same names, another parameter shape
+    assert traced(model, SHAPE) is not dg
+    other = TwoBranchConcat()
+    assert traced(other, SHAPE).model is other
