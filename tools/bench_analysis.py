@@ -1,5 +1,7 @@
-"""Analysis and one candidate's pruning, side by side: each copy traced again (before) vs the graph traced once and
-copied with the model (``edgeprune.model.depgraph.copy_with_graph``, now).
+"""Analysis and one candidate's pruning, side by side: before (each copy traced again; Torch-Pruning's own flatten
+index mapping and pruner lookup) vs now (the graph traced once and copied with the model,
+``edgeprune.model.depgraph.copy_with_graph``; the faster flatten mapping and per-class pruner lookup,
+``depgraph.FAST``).
 
     python tools/bench_analysis.py --models resnet56,mobilenet_v2                       # the bundled zoo, 32×32
     .venv-vision/bin/python tools/bench_analysis.py \\
@@ -56,6 +58,7 @@ def run(model, shape, way: str):
     depgraph._last.clear()  # each way from a cold cache
     if way == "before":
         prune_module._copy_and_graph = _retrace
+    depgraph.FAST[0] = way == "now"
     try:
         t = time.perf_counter()
         a = analyse(model, shape, round_to=8)
@@ -66,6 +69,7 @@ def run(model, shape, way: str):
         t_prune = time.perf_counter() - t
     finally:
         prune_module._copy_and_graph = original
+        depgraph.FAST[0] = True
     return t_analyse, t_prune, a, pruned, history
 
 
