@@ -273,9 +273,8 @@ def copy_model(model: nn.Module) -> nn.Module:
 
 
 def _copy_and_graph(model: nn.Module, input_shape: tuple[int, ...]):
-    """A copy of ``model`` to prune and its dependency graph: the graph traced once on ``model``, copied with it
-    (tracing each copy again cost most of the probe on large graphs); where the model does not deep-copy
-    as it is, ``copy_model`` and a new trace."""
+    """A copy of ``model`` to prune (or score) and its dependency graph: the graph traced once on ``model``,
+    copied with it; where the model does not deep-copy as it is, ``copy_model`` and a new trace."""
     try:
         return copy_with_graph(model, input_shape)
     except UnsupportedLayerError:
@@ -359,12 +358,12 @@ def group_importances(model: nn.Module, input_shape: tuple[int, ...], analysis: 
     the same scores ``prune`` ranks channels by."""
     import torch_pruning as tp
 
-    work = copy_model(model)
+    work, dg = _copy_and_graph(model, input_shape)
     ignored = _ignored_modules(work, analysis)
     importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
     scores = {}
     heads = {g.name: g.full for g in analysis.groups if g.heads}
-    for name, group in _groups(work, dependency_graph(work, input_shape), ignored, only={g.name for g in analysis.groups}):
+    for name, group in _groups(work, dg, ignored, only={g.name for g in analysis.groups}):
         with torch.no_grad():  # only around scoring: the graph is traced lazily with autograd
             sc = importance(group).detach().cpu()
         scores[name] = (sc.reshape(3, heads[name]).sum(0) if name in heads else sc).numpy()
