@@ -122,7 +122,8 @@ def _patch_torch_pruning() -> None:
     index_mapping._FlattenIndexMapping.__call__ = bounded
 
 
-# False: Torch-Pruning's own flatten mapping and pruner lookup (tools/bench_analysis.py compares the two).
+# False: Torch-Pruning's own flatten mapping and pruner lookup, and a walk for every sub-group (``sub_group``
+# unused; tools/bench_analysis.py compares the two).
 FAST = [True]
 
 
@@ -173,6 +174,7 @@ def _pruning_group(dg, module: nn.Module, pruning_fn, idxs):
     reached: dict[tuple[int, object], tuple] = {(id(root), pruning_fn): (root_dep, {i.idx: i for i in idxs})}
     expanded: dict[tuple[int, object], set] = {}
     stack = [(root_dep, idxs)]
+    several_roots = False  # some channel is reached from two root channels (see sub_group)
     while stack:
         dep, idxs = stack.pop()
         done = expanded.setdefault((id(dep.target), dep.handler), set())
@@ -194,7 +196,9 @@ def _pruning_group(dg, module: nn.Module, pruning_fn, idxs):
                 reached[k] = (new_dep, {})
             had = reached[k][1]
             for i in new:
-                had.setdefault(i.idx, i)
+                first = had.setdefault(i.idx, i)
+                if first.root_idx != i.root_idx:
+                    several_roots = True
             stack.append((new_dep, new))
 
     # Torch-Pruning's merge (Group.add_and_merge): one item per target and handler, each index once.
@@ -207,7 +211,31 @@ def _pruning_group(dg, module: nn.Module, pruning_fn, idxs):
         hybrid = list(had.values())
         merged.add_dep(dep, _helpers.to_plain_idxs(hybrid))
         merged[len(merged) - 1].root_idxs = _helpers.to_root_idxs(hybrid)
+    merged.edgeprune_one_root = not several_roots
     return merged
+
+
+def sub_group(group, root_idxs):
+    """The group that ``get_pruning_group`` would build from ``group``'s root and handler for the root
+    channels ``root_idxs`` only, taken from ``group`` without a walk; None where that cannot be exact.
+
+    Exact when every channel of ``group`` was reached from one root channel only (``edgeprune_one_root``,
+    recorded by the walk): a channel is then reached from a subset of the roots exactly when its root is in
+    it, since the walk passes indices through the same mappings index by index. Otherwise (several root
+    channels reach one: GhostNet's cheap operations) the walk's recorded root is one of them, and only a
+    walk can say which channels the subset reaches."""
+    from torch_pruning.dependency.group import Group
+
+    if not getattr(group, "edgeprune_one_root", False):
+        return None
+    keep = set(root_idxs)
+    sub = Group()
+    sub._DG = group._DG
+    for item in group:
+        pairs = [(i, r) for i, r in zip(item.idxs, item.root_idxs) if r in keep]
+        sub.add_dep(item.dep, [i for i, _ in pairs])
+        sub[len(sub) - 1].root_idxs = [r for _, r in pairs]
+    return sub
 
 
 def dependency_graph(model: nn.Module, input_shape: tuple[int, ...]):

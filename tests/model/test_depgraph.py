@@ -206,3 +206,32 @@ def test_the_kept_graph_is_retraced_when_the_model_changes():
     assert traced(model, SHAPE) is not dg
     other = TwoBranchConcat()
     assert traced(other, SHAPE).model is other
+
+
+def test_a_sub_group_taken_from_the_built_group_equals_a_new_walk():
+    """``sub_group`` (the cheap refusal check of the analysis) gives the walk's indices for a subset of root
+    channels wherever it answers, and declines where several root channels reach one channel."""
+    import random
+
+    from edgeprune.model.depgraph import sub_group
+    from edgeprune.model.zoo import mobilenet_v2, resnet20
+
+    rng = random.Random(0)
+    for model, shape in ((SliceResidualNet(depth=4), SHAPE), (resnet20(), (3, 32, 32)), (mobilenet_v2(), (3, 32, 32))):
+        dg = dependency_graph(model.eval(), shape)
+        names = dg._module2name
+        exact = declined = 0
+        for m, pruner, idxs in _roots(dg):
+            group = dg.get_pruning_group(m, pruner.prune_out_channels, idxs)
+            drop = sorted(rng.sample(idxs, max(1, len(idxs) // 3)))
+            sub = sub_group(group, drop)
+            if sub is None:
+                declined += 1
+                continue
+            walk = dg.get_pruning_group(m, group[0].dep.handler, drop)
+            assert {k: v for k, v in _canonical(sub, names).items() if v} == _canonical(walk, names), names[m]
+            assert dg.check_pruning_group(sub) == dg.check_pruning_group(walk)
+            exact += 1
+        assert exact > 10
+        # The slice residuals' shortcut channels are reached from two root channels: those groups need a walk.
+        assert declined == (3 if isinstance(model, SliceResidualNet) else 0)

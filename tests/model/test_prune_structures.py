@@ -354,3 +354,57 @@ def test_a_model_with_an_eval_cache_is_copied_after_dropping_it():
     pruned, _ = prune(model, SHAPE, a, _smallest(a))
     assert _run(pruned).shape == (2, 10)
     assert not model.training  # its mode is restored
+
+
+class FixedWidthMixer(nn.Module):
+    """Like MaxViT's attention: its forward reshapes to the width fixed when it was built, so cutting its
+    projection's output breaks the model (cutting its input does not)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        self.proj = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        return torch.softmax(self.proj(x).flatten(2), -1).reshape(b, self.c, h, w)
+
+
+class MixerNet(nn.Module):
+    def __init__(self, n=6, c=16):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.blocks = nn.Sequential(*(nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
+                                                    FixedWidthMixer(c) if i % 2 else nn.Conv2d(c, c, 1))
+                                      for i in range(n)))
+        self.fc = nn.Linear(c, 10)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def test_the_probe_isolates_failures_through_the_module_they_fail_in(monkeypatch):
+    """The probe tries first the groups that cut something inside the module where the run failed: the same
+    groups frozen as by halving, in fewer tries."""
+    from edgeprune.model import depgraph, probe
+
+    tries: list[int] = []
+    original = probe._try_prune
+
+    def counted(*args, **kwargs):
+        tries.append(len(args[3]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(probe, "_try_prune", counted)
+    monkeypatch.setattr(depgraph, "FAST", [True])
+    results = {}
+    for suspects_first in (True, False):
+        depgraph.FAST[0] = suspects_first
+        tries.clear()
+        a = analyse(MixerNet().eval(), (3, 8, 8), round_to=4)
+        results[suspects_first] = (sorted(n for n, _ in a.frozen), len(tries), list(tries))
+        assert {g.name for g in a.groups} >= {"stem", "blocks.0.0", "blocks.1.0"}  # a mixer's input is cut
+    frozen, n, order = results[True]
+    assert frozen == ["blocks.1.2.proj", "blocks.3.2.proj", "blocks.5.2.proj"] == results[False][0]
+    assert order[:2] == [13, 2]  # all 13 groups fail; then the two that cut blocks.1.2's projection
+    assert n < results[False][1]
