@@ -121,6 +121,57 @@ def _patch_torch_pruning() -> None:
     Group.prune = prune_and_mark
     index_mapping._FlattenIndexMapping.__call__ = bounded
 
+    # Recomputing the mappings, Torch-Pruning infers the channels at every reshape, concat, split… by walking the
+    # graph from that node each time, again for every node it passes (MaxViT-T: ~460 reshapes, ~10,000 walk
+    # steps per recomputation, a quarter of its analysis). Within one recomputation nothing they read changes,
+    # so each node's answer is kept (``_update_mappings``), with the steps it took: its walk-step limit applies
+    # as before (see ``_memoised``).
+    from torch_pruning.dependency import shape_infer
+
+    shape_infer.infer_out_channels_recursively = _memoised("out", shape_infer.infer_out_channels_recursively)
+    shape_infer.infer_in_channels_recursively = _memoised("in", shape_infer.infer_in_channels_recursively)
+
+
+_shape_memo: list = [None]  # while ``_update_mappings`` runs: {(direction, id(node)): (channels, walk steps)}
+
+
+def _memoised(direction: str, infer):
+    """Torch-Pruning's ``infer_{out,in}_channels_recursively(graph, node, recursive_depth)``, answered from
+    ``_shape_memo`` where it holds the node. ``recursive_depth[0]`` counts walk steps; every step checks it
+    against ``MAX_RECURSION_DEPTH`` and gives up (None) past it. An answer is kept only from a walk that stayed
+    within the limit, with its number of steps, and reused only where the steps counted so far plus its own
+    stay within the limit: exactly where the walk itself would give the same answer (it reads nothing that
+    changes during a recomputation); the count advances as the walk would have advanced it."""
+    from torch_pruning.dependency import constants
+
+    def memoised(graph, node, recursive_depth):
+        memo = _shape_memo[0]
+        if memo is None:
+            return infer(graph, node, recursive_depth)
+        key, start = (direction, id(node)), recursive_depth[0]
+        hit = memo.get(key)
+        if hit is not None and start + hit[1] <= constants.MAX_RECURSION_DEPTH:
+            recursive_depth[0] = start + hit[1]
+            return hit[0]
+        out = infer(graph, node, recursive_depth)
+        if recursive_depth[0] <= constants.MAX_RECURSION_DEPTH:
+            memo[key] = (out, recursive_depth[0] - start)
+        return out
+
+    return memoised
+
+
+def _update_mappings(dg) -> None:
+    """Torch-Pruning's ``update_index_mapping(dg)``, each node's inferred channels computed once (``_memoised``;
+    not with ``FAST`` off)."""
+    from torch_pruning.dependency import index_mapping
+
+    _shape_memo[0] = {} if FAST[0] else None
+    try:
+        index_mapping.update_index_mapping(dg)
+    finally:
+        _shape_memo[0] = None
+
 
 # False: Torch-Pruning's own flatten mapping and pruner lookup, and a walk for every sub-group (``sub_group``
 # unused; tools/bench_analysis.py compares the two).
@@ -150,7 +201,6 @@ def _pruning_group(dg, module: nn.Module, pruning_fn, idxs):
     from numbers import Number
 
     from torch_pruning import _helpers, ops
-    from torch_pruning.dependency import index_mapping
     from torch_pruning.dependency.dependency import Dependency
     from torch_pruning.dependency.group import Group
     from torch_pruning.pruner import function
@@ -163,7 +213,7 @@ def _pruning_group(dg, module: nn.Module, pruning_fn, idxs):
         idxs = [idxs]
     idxs = [_helpers._HybridIndex(idx=i, root_idx=i) for i in idxs]
     if not dg.__dict__.get("edgeprune_mapped"):  # see _patch_torch_pruning
-        index_mapping.update_index_mapping(dg)
+        _update_mappings(dg)
         dg.__dict__["edgeprune_mapped"] = True
 
     root = dg.module2node[module]

@@ -87,9 +87,14 @@ def probe(model: nn.Module, input_shape: tuple[int, ...], analysis: Analysis, bu
 
     deadline = time.monotonic() + budget_s
 
+    passed: set[tuple] = set()  # (width, groups) tried and working: pruning is deterministic, no need to retry
+
     def bad_in(ids: list[int], width) -> None:
+        if (width, tuple(ids)) in passed:
+            return
         why, where = _try_prune(model, input_shape, analysis, ids, expected, width)
         if why is None:
+            passed.add((width, tuple(ids)))
             return
         if len(ids) == 1:
             reasons[ids[0]] = why

@@ -235,3 +235,79 @@ def test_a_sub_group_taken_from_the_built_group_equals_a_new_walk():
         assert exact > 10
         # The slice residuals' shortcut channels are reached from two root channels: those groups need a walk.
         assert declined == (3 if isinstance(model, SliceResidualNet) else 0)
+
+
+def _mappings(dg) -> list:
+    """Every dependency's index mappings, as (source, target, handler, (mapping type, its attributes)…)."""
+    def describe(m):
+        return None if m is None else (type(m).__name__, tuple(sorted((k, repr(v)) for k, v in vars(m).items())))
+
+    return [(str(n), str(d.target), str(d.handler), tuple(describe(m) for m in d.index_mapping))
+            for n in dg.module2node.values() for d in n.dependencies]
+
+
+def test_index_mappings_computed_with_kept_channel_answers_equal_torch_pruning_own(monkeypatch):
+    """``_update_mappings`` keeps each node's inferred channels within one recomputation: the same mappings
+    as Torch-Pruning's own, after pruning too, and where its walk-step limit cuts walks short."""
+    from torch_pruning.dependency import constants
+
+    from edgeprune.model import depgraph
+    from edgeprune.model.zoo import mobilenet_v2
+
+    class Heads(nn.Module):  # reshapes to heads and back, a flatten and a concat: mappings of every kind
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 3, padding=1)
+            self.qkv = nn.Linear(16, 48)
+            self.proj = nn.Linear(16, 16)
+            self.side = nn.Conv2d(16, 8, 1)
+            self.fc = nn.Linear(24 * 4, 10)
+
+        def forward(self, x):
+            x = self.stem(x)
+            b, c, h, w = x.shape
+            t = x.flatten(2).transpose(1, 2)
+            q, k, v = self.qkv(t).reshape(b, h * w, 3, 2, 8).permute(2, 0, 3, 1, 4).unbind(0)
+            a = (q @ k.transpose(-1, -2)).softmax(-1) @ v
+            t = self.proj(a.transpose(1, 2).reshape(b, h * w, c)).transpose(1, 2).reshape(b, c, h, w)
+            y = torch.cat([torch.nn.functional.adaptive_avg_pool2d(self.side(t), 2),
+                           torch.nn.functional.adaptive_avg_pool2d(t, 2)], 1)
+            return self.fc(y.flatten(1))
+
+    class Taps(nn.Module):  # two flattens whose walks back to the conv share a chain: the second reuses answers
+        def __init__(self):
+            super().__init__()
+            self.conv, self.near, self.far = nn.Conv2d(3, 8, 1), nn.Linear(8 * 16, 10), nn.Linear(8 * 16, 10)
+
+        def forward(self, x):
+            y, taps = self.conv(x), []
+            for i in range(10):
+                y = y * 1.5
+                if i in (1, 9):
+                    taps.append(y.flatten(1))
+            return self.near(taps[0]) + self.far(taps[1])
+
+    monkeypatch.setattr(depgraph, "FAST", [True])
+    default = constants.MAX_RECURSION_DEPTH
+    models = ((Heads, (3, 8, 8)), (Taps, (3, 4, 4)), (lambda: SliceResidualNet(depth=3), SHAPE),
+              (mobilenet_v2, (3, 32, 32)))
+    for limit in (default, 6, 9, 12):  # Taps' second walk crosses these limits before, at or after the reuse
+        monkeypatch.setattr(constants, "MAX_RECURSION_DEPTH", limit)
+        for build, shape in models:
+            model = build()
+            dg = dependency_graph(model.eval(), shape)
+            # Pruned too where Torch-Pruning can prune (not Heads' concat, nor any concat under the low limit).
+            steps = 1 if isinstance(model, Heads) or limit != default else 2
+            for step in range(steps):
+                seen = []
+                for fast in (True, False):
+                    depgraph.FAST[0] = fast
+                    depgraph._update_mappings(dg)
+                    seen.append(_mappings(dg))
+                assert seen[0] == seen[1], (type(model).__name__, limit, step)
+                if step + 1 == steps:
+                    break
+                # Prune a group, then compare the recomputed mappings again.
+                m = next(m for m in dg.module2node if isinstance(m, nn.Conv2d))
+                pruner = dg.get_pruner_of_module(m)
+                dg.get_pruning_group(m, pruner.prune_out_channels, [0, 1]).prune()
