@@ -1,7 +1,10 @@
 """Analysis and one candidate's pruning, side by side: before (each copy traced again; Torch-Pruning's own flatten
-index mapping and pruner lookup) vs now (the graph traced once and copied with the model,
-``edgeprune.model.depgraph.copy_with_graph``; the faster flatten mapping and per-class pruner lookup,
-``depgraph.FAST``).
+index mapping, pruner lookup and shape inference, a new walk for every refusal check, the probe halving failing
+sets) vs now (the graph traced once and copied with the model, ``edgeprune.model.depgraph.copy_with_graph``; with
+``depgraph.FAST``: the faster flatten mapping, per-class pruner lookup, inferred channels kept per recomputation of
+the index mappings, refusal checks on sub-groups taken from the built group where exact, the probe trying first
+the groups that cut the module where a run failed). A set of groups that already worked is not tried again
+either way.
 
     python tools/bench_analysis.py --models resnet56,mobilenet_v2                       # the bundled zoo, 32×32
     .venv-vision/bin/python tools/bench_analysis.py \\
