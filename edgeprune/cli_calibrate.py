@@ -51,7 +51,9 @@ def calibrate_cmd(model, target, data, measure_on, root, grid, fit_samples, hold
         return
     click.echo(f"{c.model} on {c.target} ({c.where}, {c.runtime}): {c.kernels_measured} kernels measured now, "
                f"{c.kernels_in_table} in {c.table}")
-    click.echo(f"fit: latency = {c.fit['a_ms']:.4f} ms + {c.fit['b']:.3f} x kernel sum ({c.fit_file})")
+    loo = ", ".join(f"{f} {e:.1%}" for f, e in (c.fit.get("loo_error") or {}).items())
+    click.echo(f"fit: latency = {c.fit['formula']} ({c.fit_file})"
+               + (f"; leave-one-out error {loo}" if loo else ""))
     for label, acc in (("kernel sum alone", c.kernel_only), ("fitted", c.fitted)):
         click.echo(f"{label:17s}: {acc['within']:.0%} of {acc['n']} held-back candidates within "
                    f"±{acc['tolerance']:.0%} of the measured ratio (median error {acc['median_error']:.1%}, "

@@ -9,7 +9,8 @@
 1 thread) into a fresh calibration folder: kernels measured, the fit on 12 random candidates, and the
 predicted ratio to the baseline vs the measured one (median of 3 interleaved measurements) on 30 held-back
 random candidates: the fraction within ±10%, the median and largest error, for the kernel sum alone and
-fitted; also how much the measurement itself moved (the spread of the 3 repeats).
+fitted (the form the calibration chose on its fit set; ``--by-form``: each form's fit too); also how much
+the measurement itself moved (the spread of the 3 repeats).
 
 ``screen``: the same search (``edgeprune compile``, library call, widths, no fine-tuning) with and without
 ``--latency-screen``; each pair shares agent, seed and budget (measured evaluations). Columns: proposals
@@ -50,7 +51,8 @@ def accuracy_row(model: str, a) -> dict:
     spread = [(max(s["ratios"]) - min(s["ratios"])) / s["ratio"] for s in samples if s["role"] == "holdout"]
     return {"model": model, "grid": a.grid, "fit_samples": a.fit_samples, "holdout": a.holdout,
             "repeats": a.repeats, "kernels": c.kernels_measured, "layers": c.fit["layers"],
-            "a_ms": c.fit["a_ms"], "b": c.fit["b"], "kernel_only": c.kernel_only, "fitted": c.fitted,
+            "a_ms": c.fit["a_ms"], "b": c.fit["b"], "form": c.fit["form"], "loo_error": c.fit["loo_error"],
+            "kernel_only": c.kernel_only, "fitted": c.fitted, "by_form": c.by_form,
             "repeat_spread_median": float(np.median(spread)), "repeat_spread_over_10pct": float(np.mean(
                 np.array(spread) > 0.10)), "wall_s": round(wall, 1)}
 
@@ -92,6 +94,7 @@ def main() -> None:
     p.add_argument("--budget", type=int, default=20)
     p.add_argument("--margin", type=float, default=0.1)
     p.add_argument("--results", type=Path, required=True)
+    p.add_argument("--by-form", action="store_true", help="accuracy: also each fit form's (linear, power) columns")
     a = p.parse_args()
     done = _done(a.results)
     a.results.parent.mkdir(parents=True, exist_ok=True)
@@ -103,10 +106,14 @@ def main() -> None:
                 with a.results.open("a") as f:
                     f.write(json.dumps(row) + "\n")
             k, fi = row["kernel_only"], row["fitted"]
-            print(f"| {model} | {row['layers']} | {row['kernels']} | {row['a_ms']:.3f} + {row['b']:.2f} x | "
-                  f"{k['within']:.0%} ({k['median_error']:.1%}, {k['max_error']:.1%}) | "
-                  f"{fi['within']:.0%} ({fi['median_error']:.1%}, {fi['max_error']:.1%}) | "
-                  f"{row['repeat_spread_median']:.1%} / {row['repeat_spread_over_10pct']:.0%} | {row['wall_s']:.0f} |")
+            form = (f"{row['a_ms']:.3f} x^{row['b']:.2f}" if row.get("form") == "power"
+                    else f"{row['a_ms']:.3f} + {row['b']:.2f} x")
+            forms = row.get("by_form", {})
+            acc = lambda d: f"{d['within']:.0%} ({d['median_error']:.1%}, {d['max_error']:.1%})" if d else "-"
+            print(f"| {model} | {row['layers']} | {row['kernels']} | {form} | {acc(k)} | "
+                  + (f"{acc(forms.get('linear'))} | {acc(forms.get('power'))} | " if a.by_form else "")
+                  + f"{acc(fi)} | {row['repeat_spread_median']:.1%} / {row['repeat_spread_over_10pct']:.0%} | "
+                  f"{row['wall_s']:.0f} |")
         return
     with tempfile.TemporaryDirectory(prefix="bench-screen-cal-") as cal:
         for spec in a.models.split(","):

@@ -13,11 +13,15 @@ How (nn-Meter's kernel-level idea, on this project's measurement rules):
    values per axis, multiples of ``round_to``); a candidate's layer is interpolated bilinearly between the
    grid's corners (conv time is close to affine in cin, cout and cin·cout at fixed spatial size).
 3. **Fit**: a model runs more than its convs (adds, pooling, layout reorders, the run's overhead), and a
-   stand-alone kernel pays input/output costs a fused graph does not, so the candidate's latency is
-   ``a + b · Σ kernels``, with ``a``, ``b`` least-squares fitted on whole candidates measured the usual way
-   (interleaved with the baseline). Without a fit, ``a`` is the empty model's time and ``b`` 1: the pure
-   kernel sum. The predicted *ratio* to the baseline (what latency targets are stated in) is
-   ``predict(c) / predict(full)``.
+   stand-alone kernel pays input/output costs a fused graph does not, so the candidate's latency is a
+   function of ``S = Σ kernels`` fitted on whole candidates measured the usual way (interleaved with the
+   baseline): ``a + b · S`` (*linear*, least squares) or ``a · S^b`` (*power*, least squares in log space).
+   Where there are enough samples (``CHOOSE_FROM``), the form with the smaller leave-one-out error on them
+   is kept: measured whole models of MobileNetV2 shrink faster than their kernel sum (inside a small
+   candidate its many tiny layers cost less than alone), which a straight line through the baseline
+   misses at the small end (docs/benchmarks.md, *Latency predictor*). Without a fit, ``a`` is the empty
+   model's time and ``b`` 1: the pure kernel sum. The predicted *ratio* to the baseline (what latency
+   targets are stated in) is ``predict(c) / predict(full)``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ from edgeprune.latency.timing import interleave
 
 ENV_DIR = "EDGEPRUNE_CALIBRATION"
 FORMAT = 1
+FORMS = ("linear", "power")
+# Samples from which the fit's form is chosen by leave-one-out error (fewer: linear). Each left-out sample
+# is predicted from a fit on the rest; with fewer than 6 the choice would follow one or two noisy samples.
+CHOOSE_FROM = 6
 
 
 def calibration_dir(explicit: str | Path | None = None) -> Path:
@@ -215,8 +223,9 @@ class LatencyPredictor:
     """Predicts a candidate's latency (ms, and ratio to the unpruned model) from its widths.
 
     ``kmap`` gives each candidate's kernels, ``grids`` each layer's channel grid, ``table`` their measured
-    times; ``a`` (ms) and ``b`` the fit (see the module's docstring), ``fitted`` whether it came from
-    measured candidates.
+    times; ``a``, ``b`` and ``form`` the fit (see the module's docstring: ``linear``: ``a`` ms + ``b`` · S;
+    ``power``: ``a`` · S^``b``, S in ms), ``fitted`` whether it came from measured candidates, ``loo`` the
+    forms' leave-one-out errors when the form was chosen by them.
     """
 
     kmap: KernelMap
@@ -226,6 +235,8 @@ class LatencyPredictor:
     b: float = 1.0
     fitted: bool = False
     samples: list = field(default_factory=list)  # [(kernel sum ms, measured ms)] the fit used
+    form: str = "linear"
+    loo: dict = field(default_factory=dict)  # {form: mean relative leave-one-out error}
 
     @classmethod
     def for_model(cls, kmap: KernelMap, table: KernelTable, *, grid: int = 5, align: int = 8) -> "LatencyPredictor":
@@ -268,7 +279,7 @@ class LatencyPredictor:
         return sum(by_name[s.name].value(self.table, cin, cout) for s, cin, cout in self.kmap.layers(widths))
 
     def predict_ms(self, widths) -> float:
-        return self.a + self.b * self.kernel_sum(widths)
+        return _apply(self.form, self.a, self.b, self.kernel_sum(widths))
 
     def full_widths(self) -> tuple[int, ...]:
         return tuple(self.kmap.full) + (1,) * len(self.kmap.blocks)
@@ -277,23 +288,74 @@ class LatencyPredictor:
         """Predicted latency of ``widths`` / predicted latency of the unpruned model."""
         return self.predict_ms(widths) / self.predict_ms(self.full_widths())
 
-    def fit(self, samples: list[tuple[tuple[int, ...], float]]) -> None:
-        """Fit ``a``, ``b`` to measured candidates: ``[(widths, measured ms)]`` (≥ 2, one may be the
-        baseline). ``b`` is kept positive (a latency cannot fall as kernels grow)."""
+    def fit(self, samples: list[tuple[tuple[int, ...], float]], form: str | None = None) -> None:
+        """Fit the predictor to measured candidates: ``[(widths, measured ms)]`` (≥ 2, one may be the
+        baseline). ``form``: ``linear`` or ``power``; None: power where it predicts the samples left out one
+        at a time better than linear (from ``CHOOSE_FROM`` samples on), else linear. A latency cannot fall
+        as kernels grow: a fit with ``b <= 0`` becomes a proportional one (``b`` = 1 for power)."""
         sums = np.array([self.kernel_sum(w) for w, _ in samples])
         ms = np.array([m for _, m in samples])
         if len(samples) < 2 or np.ptp(sums) <= 0:
             raise ValueError("a fit needs at least two measured candidates with different kernels")
-        b, a = np.polyfit(sums, ms, 1)
-        if b <= 0:
-            b, a = float(ms.mean() / sums.mean()), 0.0
-        self.a, self.b, self.fitted = float(a), float(b), True
+        if form is not None and form not in FORMS:
+            raise ValueError(f"unknown fit form {form!r}: one of {', '.join(FORMS)}")
+        positive = bool((sums > 0).all() and (ms > 0).all())
+        loo = {}
+        if form is None:
+            form = "linear"
+            if positive and len(samples) >= CHOOSE_FROM:
+                loo = {f: _loo_error(f, sums, ms) for f in FORMS}
+                form = min(FORMS, key=lambda f: loo[f])
+        elif form == "power" and not positive:
+            raise ValueError("a power fit needs positive kernel sums and latencies")
+        self.a, self.b = _fit(form, sums, ms)
+        self.form, self.loo, self.fitted = form, loo, True
         self.samples = [(float(s), float(m)) for s, m in zip(sums, ms)]
 
+    def formula(self) -> str:
+        """The fit in words, e.g. ``-0.0800 ms + 1.000 x kernel sum``."""
+        if self.form == "power":
+            return f"{self.a:.4f} x (kernel sum in ms)^{self.b:.3f} ms"
+        return f"{self.a:.4f} ms + {self.b:.3f} x kernel sum"
+
     def to_dict(self) -> dict:
-        return {"a_ms": self.a, "b": self.b, "fitted": self.fitted, "samples": self.samples,
+        return {"a_ms": self.a, "b": self.b, "form": self.form, "loo_error": self.loo, "fitted": self.fitted,
+                "samples": self.samples, "formula": self.formula(),
                 "kernels": len(self.table), "grid_points": sum(len(g.points()) for g in self.grids),
                 "layers": len(self.grids), "signature": self.kmap.signature()}
+
+
+def _apply(form: str, a: float, b: float, kernel_sum: float) -> float:
+    """The fitted latency (ms) at a kernel sum (ms)."""
+    if form == "power":
+        return a * kernel_sum ** b if kernel_sum > 0 else 0.0
+    return a + b * kernel_sum
+
+
+def _fit(form: str, sums: np.ndarray, ms: np.ndarray) -> tuple[float, float]:
+    """Least-squares (a, b) of ``form`` (power: in log space, so every sample weighs by its relative error)."""
+    if form == "power":
+        b, log_a = np.polyfit(np.log(sums), np.log(ms), 1)
+        if b <= 0:
+            return float(np.exp(np.mean(np.log(ms) - np.log(sums)))), 1.0
+        return float(np.exp(log_a)), float(b)
+    b, a = np.polyfit(sums, ms, 1)
+    if b <= 0:
+        return 0.0, float(ms.mean() / sums.mean())
+    return float(a), float(b)
+
+
+def _loo_error(form: str, sums: np.ndarray, ms: np.ndarray) -> float:
+    """Mean relative error of each sample predicted by ``form`` fitted on the others (samples whose others
+    have one kernel sum only are skipped)."""
+    errs = []
+    for i in range(sums.size):
+        keep = np.arange(sums.size) != i
+        if np.ptp(sums[keep]) <= 0:
+            continue
+        a, b = _fit(form, sums[keep], ms[keep])
+        errs.append(abs(_apply(form, a, b, float(sums[i])) - ms[i]) / ms[i])
+    return float(np.mean(errs)) if errs else float("inf")
 
 
 def within(predicted: Iterable[float], measured: Iterable[float], tol: float = 0.10) -> dict:

@@ -7,7 +7,7 @@
    ``repeats`` times, the median ratio), alternating between the fit set and the held-back set so a drift in
    the machine's conditions falls on both alike. Each is appended to ``models/<signature>.samples.jsonl`` as
    it is measured: a killed calibration resumes without measuring it again.
-3. Fit ``a + b · Σ kernels`` on the fit set and report, on the held-back set, how many predicted ratios
+3. Fit the latency to ``Σ kernels`` on the fit set (linear or power, ``LatencyPredictor.fit``) and report, on the held-back set, how many predicted ratios
    fall within ±10% of the measured ones — for the kernel sum alone and for the fit.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -26,7 +25,7 @@ from edgeprune.latency.artifact import Artifact
 from edgeprune.latency.base import get_backend
 from edgeprune.latency.kernels import KernelMap
 from edgeprune.latency.predictor import (KernelTable, KernelTimer, LatencyPredictor, TableConditions,
-                                         append_jsonl, calibration_dir, read_jsonl, within)
+                                         FORMS, append_jsonl, calibration_dir, read_jsonl, within)
 from edgeprune.latency.where import open_meters, runtimes_for
 from edgeprune.model.prune import prune
 from edgeprune.progress import Reporter
@@ -38,7 +37,8 @@ from edgeprune.stages.load import load
 @dataclass(frozen=True)
 class Calibration:
     """What ``calibrate`` did: the table and fit files, kernels measured now and in all, and the predictor's
-    accuracy on the held-back candidates (``within``'s dicts), kernel sum alone and fitted."""
+    accuracy on the held-back candidates (``within``'s dicts), kernel sum alone, fitted (the form chosen on the
+    fit set), and each form's fit."""
 
     model: str
     target: str
@@ -52,6 +52,7 @@ class Calibration:
     kernel_only: dict
     fitted: dict
     holdout: list  # [{"widths", "measured", "kernel_only", "fitted"}]
+    by_form: dict  # {form: held-back accuracy of that form's fit} (``fitted`` is the chosen form's)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,6 +90,7 @@ def predictor_for(model, shape, analysis, cond: TableConditions, *, root=None, g
         try:
             stored = json.loads(fit_file.read_text())["fit"]
             pred.a, pred.b, pred.fitted = float(stored["a_ms"]), float(stored["b"]), bool(stored["fitted"])
+            pred.form = stored.get("form", "linear")  # fits stored before the power form were all linear
         except (KeyError, ValueError, json.JSONDecodeError):
             pass  # an unreadable fit is made again by the next calibration; the kernel sum still predicts
     return pred
@@ -117,7 +119,7 @@ def calibrate(cfg: CompileConfig, *, root=None, grid: int = 9, fit_samples: int 
         cond = TableConditions(inputs.profile.name, runtime, table_version(runtime, backend), threads,
                                inputs.plan.where, inputs.plan.stand_in)
         pred = predictor_for(model, shape, analysed.analysis, cond, root=root, grid=grid, align=profile.round_to)
-        pred.a, pred.b, pred.fitted = 0.0, 1.0, False
+        pred.a, pred.b, pred.fitted, pred.form = 0.0, 1.0, False, "linear"
         todo = len(pred.missing())
         rep.info(f"kernel table {pred.table.path}: {len(pred.table)} kernels stored, {todo} to measure "
                  f"({len(pred.grids)} layers, grid {grid})")
@@ -163,14 +165,22 @@ def calibrate(cfg: CompileConfig, *, root=None, grid: int = 9, fit_samples: int 
         hold_rows = [r for r in rows if r["role"] == "holdout"]
         kernel_only = [pred.predict_ratio(r["widths"]) for r in hold_rows]
         # The baseline is a sample too: its ratio is 1 by definition, in every round.
-        pred.fit([(full, reference.p10_ms)] + [(tuple(r["widths"]), r["ratio"] * reference.p10_ms) for r in fit_rows])
-        fitted = [pred.predict_ratio(r["widths"]) for r in hold_rows]
+        fit_set = [(full, reference.p10_ms)] + [(tuple(r["widths"]), r["ratio"] * reference.p10_ms) for r in fit_rows]
         measured_h = [r["ratio"] for r in hold_rows]
+        by_form = {}
+        for form in FORMS:  # each form's held-back accuracy, for the record (the choice does not see these)
+            try:
+                pred.fit(fit_set, form=form)
+            except ValueError:
+                continue
+            by_form[form] = within([pred.predict_ratio(r["widths"]) for r in hold_rows], measured_h)
+        pred.fit(fit_set)
+        fitted = [pred.predict_ratio(r["widths"]) for r in hold_rows]
         result = Calibration(
             model=str(cfg.model), target=inputs.profile.name, where=inputs.plan.where, runtime=runtime,
             table=str(pred.table.path), fit_file=str(fit_file), kernels_measured=measured,
             kernels_in_table=len(pred.table), fit={**pred.to_dict(), "kernel_only_a_ms": kernel_a},
-            kernel_only=within(kernel_only, measured_h), fitted=within(fitted, measured_h),
+            kernel_only=within(kernel_only, measured_h), fitted=within(fitted, measured_h), by_form=by_form,
             holdout=[{"widths": r["widths"], "measured": m, "kernel_only": k, "fitted": f}
                      for r, m, k, f in zip(hold_rows, measured_h, kernel_only, fitted)])
         fit_file.parent.mkdir(parents=True, exist_ok=True)

@@ -29,8 +29,7 @@ def gdp_stage(inputs, analysed, evaluator, baseline, run_id: str, rep) -> GdpRes
         cand = analysed.space.candidate(random_keep(rng, analysed.space.dim)[1].tolist())
         samples.append((cand.widths, evaluator.remeasure(cand, rounds=None).ratio_to_baseline * ref))
     predictor.fit(samples)
-    rep.info(f"GDP: latency predictor fitted on {len(samples)} measured models: {predictor.a:.4f} ms + "
-             f"{predictor.b:.3f} x kernel sum")
+    rep.info(f"GDP: latency predictor fitted on {len(samples)} measured models: {predictor.formula()}")
     gcfg = GdpConfig(epochs=cfg.gdp_epochs, cost=cfg.gdp_cost, lr=cfg.finetune_lr, seed=cfg.seed)
     rep.info(f"GDP: {gcfg.epochs} epochs of gated training, costs by {gcfg.cost}, target "
              f"{baseline.ratio:.3f}x predicted")

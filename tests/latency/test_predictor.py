@@ -66,6 +66,29 @@ def test_the_fit_recovers_a_known_relation_and_predicts_ratios(setup):
         pred.fit([(cands[0], 1.0)])
 
 
+def test_a_power_relation_is_recovered_and_chosen_over_a_line_by_leave_one_out_error(setup):
+    _, analysis, _, pred, _ = setup
+    rng = np.random.default_rng(2)
+    cands = [tuple(g.width(rng.uniform(0, 1)) for g in analysis.groups) for _ in range(8)]
+    pred.fit([(w, 0.3 * pred.kernel_sum(w) ** 1.4) for w in cands])
+    assert (pred.form, pred.a, pred.b) == ("power", pytest.approx(0.3), pytest.approx(1.4))
+    assert pred.loo["power"] < 1e-9 < pred.loo["linear"]
+    w = cands[0]
+    assert pred.predict_ratio(w) == pytest.approx((pred.kernel_sum(w) / pred.kernel_sum(pred.full_widths())) ** 1.4)
+    assert "^1.400" in pred.formula() and pred.to_dict()["form"] == "power"
+    # A straight line with an intercept stays a line; too few samples to choose from: a line.
+    pred.fit([(w, 0.05 + 1.7 * pred.kernel_sum(w)) for w in cands])
+    assert (pred.form, pred.a, pred.b) == ("linear", pytest.approx(0.05), pytest.approx(1.7))
+    pred.fit([(w, 0.3 * pred.kernel_sum(w) ** 1.4) for w in cands[:3]])
+    assert pred.form == "linear" and pred.loo == {}
+    pred.fit([(w, 0.3 * pred.kernel_sum(w) ** 1.4) for w in cands[:3]], form="power")
+    assert (pred.form, pred.b) == ("power", pytest.approx(1.4))
+    with pytest.raises(ValueError, match="positive"):
+        pred.fit([(cands[0], 1.0), (cands[1], -1.0)], form="power")
+    with pytest.raises(ValueError, match="unknown fit form"):
+        pred.fit([(cands[0], 1.0), (cands[1], 2.0)], form="cubic")
+
+
 def test_the_table_persists_and_a_line_cut_by_a_kill_is_measured_again(setup):
     model, analysis, kmap, pred, root = setup
     n = len(pred.table)

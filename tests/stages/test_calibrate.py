@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from edgeprune.cli import cli
 from edgeprune.config import CompileConfig
-from edgeprune.stages.calibrate import calibrate
+from edgeprune.latency.predictor import TableConditions
+from edgeprune.progress import Reporter
+from edgeprune.stages.analyse import analyse_model
+from edgeprune.stages.calibrate import calibrate, predictor_for
+from edgeprune.stages.load import load
 from tests.test_pipeline import PROFILE
 
 
@@ -24,7 +29,16 @@ def test_calibrate_writes_a_table_and_a_fit_and_resumes_without_measuring_again(
     assert c.fitted["n"] == c.kernel_only["n"] == 3 and 0 <= c.fitted["within"] <= 1
     assert c.fit["fitted"] and c.fit["b"] > 0 and len(c.fit["samples"]) == 4  # 3 candidates + the baseline
     stored = json.loads(Path(c.fit_file).read_text())
-    assert stored["fitted"] == c.fitted
+    assert stored["fitted"] == c.fitted and stored["fit"]["form"] == "linear"  # 4 samples: too few to choose
+    # A stored fit is what later runs' predictors (screen, GDP) start from, in its form.
+    inputs = load(cfg, Reporter())
+    analysed = analyse_model(inputs, Reporter())
+    Path(c.fit_file).write_text(json.dumps({**stored, "fit": {**stored["fit"], "form": "power", "a_ms": 0.5,
+                                                              "b": 1.3}}))
+    pred = predictor_for(inputs.loaded.model, inputs.shape, analysed.analysis,
+                         TableConditions(**stored["conditions"]), root=root, grid=3)
+    assert (pred.form, pred.a, pred.b, pred.fitted) == ("power", 0.5, 1.3, True)
+    assert pred.predict_ms(pred.full_widths()) == pytest.approx(0.5 * pred.kernel_sum(pred.full_widths()) ** 1.3)
     samples = next(root.glob("fakebox/*/models/*.samples.jsonl"))
     lines = samples.read_text().count("\n")
     again = calibrate(cfg, root=root, grid=3, fit_samples=3, holdout=3, repeats=1)
