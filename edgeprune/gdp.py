@@ -33,6 +33,7 @@ from torch import nn
 
 from edgeprune.errors import InfeasibleTargetError, VerificationError
 from edgeprune.model.finetune import augment
+from edgeprune.model.evaluate import moves, on_device
 from edgeprune.model.gates import Gates, fold, gate_sites, polarization
 from edgeprune.model.prune import copy_model, prune
 from edgeprune.verify import ATOL, RTOL
@@ -161,9 +162,8 @@ def run_gdp(model: nn.Module, input_shape: tuple[int, ...], analysis, data, pred
             rep=None, device: str = "cpu") -> GdpResult:
     """Train gates on ``data.train`` for ``cfg.epochs`` (see the module docstring) and return the pruned,
     folded model. ``target``: latency ratio to the baseline; ``predictor``: this model's latency predictor;
-    ``checkpoint``: a file the training state is saved to after each epoch and resumed from."""
-    from edgeprune.model.evaluate import accuracy
-
+    ``checkpoint``: a file the training state is saved to after each epoch and resumed from; ``device``: where
+    the gated training runs ("cuda", or the CPU)."""
     sites, skipped = gate_sites(model, input_shape, analysis)
     if not sites:
         raise InfeasibleTargetError("GDP: no channel group can be gated (" + "; ".join(
@@ -173,6 +173,20 @@ def run_gdp(model: nn.Module, input_shape: tuple[int, ...], analysis, data, pred
     work = copy_model(model)
     gates = Gates(work, sites, eps=cfg.eps_start, init=cfg.theta_init * math.sqrt(cfg.eps_start))
     costs = channel_costs(predictor, analysis, sites, cfg.cost, align)
+    # Gated training runs on ``device`` (model, gates, costs and batches there; batches augmented on the CPU
+    # with the seeded generator first, as on the CPU path); folding and pruning run on the CPU after it.
+    with on_device(device, work, gates):
+        state = _train_gates(work, gates, [c.to(device) for c in costs] if moves(device) else costs, analysis,
+                             data, predictor, target, cfg, checkpoint, rep, device if moves(device) else None)
+    gates.forced = [f.cpu() if f is not None else None for f in gates.forced]
+    return _finish(work, gates, sites, skipped, state, input_shape, analysis, data, predictor, target, cfg,
+                   calib, device)
+
+
+def _train_gates(work, gates, costs, analysis, data, predictor, target, cfg: GdpConfig, checkpoint, rep,
+                 device) -> dict:
+    """The gated training loop of ``run_gdp`` (resumed from ``checkpoint``); returns its state (epoch, step,
+    λ, trace, the step the structure was frozen)."""
     opt_w = torch.optim.SGD(work.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     opt_g = torch.optim.SGD(gates.parameters(), lr=cfg.gate_lr, momentum=0.9)
     x, y = data.train
@@ -180,7 +194,9 @@ def run_gdp(model: nn.Module, input_shape: tuple[int, ...], analysis, data, pred
     total = max(1, cfg.epochs * steps_per_epoch)
     state = {"epoch": 0, "step": 0, "lam": cfg.lam, "trace": [], "frozen": None}
     if checkpoint is not None and checkpoint.is_file():
-        saved = torch.load(checkpoint, weights_only=True)
+        # Loaded onto the CPU (a run trained on a GPU resumes anywhere); load_state_dict copies into the
+        # parameters where they are, and the optimisers cast their state to their parameters' device.
+        saved = torch.load(checkpoint, weights_only=True, map_location="cpu")
         work.load_state_dict(saved["model"])
         gates.load_state_dict(saved["gates"])
         opt_w.load_state_dict(saved["opt_w"])
@@ -192,7 +208,7 @@ def run_gdp(model: nn.Module, input_shape: tuple[int, ...], analysis, data, pred
         if rep:
             rep.info(f"GDP: resumed after epoch {state['epoch']} of {cfg.epochs} from {checkpoint}")
     blocks = [1] * len(predictor.kmap.blocks)
-    keep = [analysis.groups[s.group].choices[0] for s in sites]
+    keep = [analysis.groups[s.group].choices[0] for s in gates.sites]
     g = torch.Generator().manual_seed(cfg.seed)
     for epoch in range(state["epoch"], cfg.epochs):
         # The data order of each epoch depends only on (seed, epoch): a resumed run sees the same batches.
@@ -209,6 +225,8 @@ def run_gdp(model: nn.Module, input_shape: tuple[int, ...], analysis, data, pred
                 group["lr"] = lr
             idx = perm[i : i + cfg.batch_size]
             xb, yb = augment(x[idx], g), y[idx]
+            if device is not None:
+                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             loss = F.cross_entropy(work(xb), yb)
             values = gates.values()
             reg = polarization(values, _protect(values, costs, keep), cfg.t)
@@ -251,6 +269,16 @@ def run_gdp(model: nn.Module, input_shape: tuple[int, ...], analysis, data, pred
                         "opt_g": opt_g.state_dict(), **{k: state[k] for k in ("epoch", "step", "lam")},
                         "trace": state["trace"], "frozen": state["frozen"], "forced": gates.forced}, tmp)
             tmp.replace(checkpoint)
+    return state
+
+
+def _finish(work, gates, sites, skipped, state, input_shape, analysis, data, predictor, target, cfg: GdpConfig,
+            calib, device) -> GdpResult:
+    """Widths from the trained gates, cut to the target; fold, prune and check the pruned model equals the
+    gated one (on the CPU)."""
+    from edgeprune.model.evaluate import accuracy
+
+    blocks = [1] * len(predictor.kmap.blocks)
     work.eval()
     with torch.no_grad():
         widths = cut_to_target(gate_widths(gates, analysis, cfg.threshold), gates, analysis, predictor, target)
@@ -262,7 +290,8 @@ def run_gdp(model: nn.Module, input_shape: tuple[int, ...], analysis, data, pred
             drop[torch.argsort(v)[: s.full - widths[s.group]]] = True
             gates.forced[k] = drop
         scores = {s.name: gates.value(k).detach().clone() for k, s in enumerate(sites)}
-    gated_acc = accuracy(work, *data.val, device=device)
+    with on_device(device, gates):  # the hooks' gates must be where the model runs
+        gated_acc = accuracy(work, *data.val, device=device)
     probe = (calib if calib is not None else data.calib[0])[:32]
     with torch.no_grad():
         ref = work(probe)

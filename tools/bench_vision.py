@@ -10,7 +10,8 @@ Needs the vision environment (torch + torchvision + timm, README "Your torchvisi
 For each model of ``--models`` (torchvision names, or ``timm:NAME``):
 
 1. Data: ``--images`` images of the built-in shapes task (``edgeprune.data.builtin.make_shapes(n, seed=7)``,
-   generated at 32×32) as an ``.npz`` written once into the work folder; edgeprune brings them to
+   generated at 32×32), or with ``--task digits`` scikit-learn's 1797 real handwritten digits (8×8, upsampled
+   to 32×32 RGB: learnable from scratch in a few epochs), as an ``.npz`` written once into the work folder; edgeprune brings them to
    ``--size``×``--size`` itself (training and compile alike) and splits them (validation, calibration, train).
 2. The model with 10 classes, trained ``--train-epochs`` with ``tools/train.py``'s ``train_model`` (ImageNet
    normalisation, lr 0.05, batch 64, 2 threads), saved as a bare state dict ``<name>.pt``. "train acc" is its
@@ -74,16 +75,22 @@ def file_stem(name: str) -> str:
     return name.replace(":", "_")
 
 
-def shapes_npz(work: Path, n: int) -> Path:
-    """The shapes task's first ``n`` images (seed 7) as an .npz, written once into ``work``."""
+def task_npz(work: Path, task: str, n: int) -> Path:
+    """The task's images as an .npz, written once into ``work``: ``shapes``: the built-in shapes task's first
+    ``n`` images (seed 7); ``digits``: scikit-learn's 1797 real handwritten digits (all of them; ``n`` caps
+    them), the built-in ``digits`` data (upsampled to 32×32 RGB)."""
     import numpy as np
 
     from edgeprune.data import builtin
 
-    path = work / f"shapes{n}.npz"
+    path = work / f"{task}{n}.npz"
     if not path.exists():
-        x, y = builtin.make_shapes(n, seed=7)
-        tmp = work / f".shapes{n}.tmp.npz"
+        if task == "digits":
+            x, y = builtin.make_digits()
+            x, y = x[:n], y[:n]
+        else:
+            x, y = builtin.make_shapes(n, seed=7)
+        tmp = work / f".{task}{n}.tmp.npz"
         np.savez(tmp, x=np.asarray(x), y=np.asarray(y))
         tmp.replace(path)
     return path
@@ -269,7 +276,9 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=DEFAULT_MODELS, help="torchvision names, or timm:NAME (comma-separated)")
-    ap.add_argument("--images", type=int, default=3000, help="shapes images in the .npz (all splits)")
+    ap.add_argument("--task", choices=("shapes", "digits"), default="shapes",
+                    help="built-in images: shapes (generated) or digits (scikit-learn's real 1797)")
+    ap.add_argument("--images", type=int, default=3000, help="images in the .npz (all splits; digits: at most 1797)")
     ap.add_argument("--size", type=int, default=64, help="input height and width")
     ap.add_argument("--train-epochs", type=int, default=3)
     ap.add_argument("--target", default=None,
@@ -294,7 +303,7 @@ def main() -> None:
     print(f"work folder: {work}", flush=True)
     t0 = time.time()
     try:
-        npz = shapes_npz(work, args.images)
+        npz = task_npz(work, args.task, args.images)
         target = args.target or str(host_ort_profile(work))
         rows = []
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
@@ -305,7 +314,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"kept: {work}", flush=True)
-    print(f"\n{args.images} shapes images at {args.size}×{args.size}, {args.train_epochs} training epoch(s); "
+    print(f"\n{args.images} {args.task} images at {args.size}×{args.size}, {args.train_epochs} training epoch(s); "
           f"target {Path(target).stem if target.endswith('.toml') else target}, {args.target_ratio}, agent "
           f"{args.agent}, budget {args.budget}, {args.finetune_epochs} fine-tuning epoch(s)\n")
     print(table(rows))
@@ -321,7 +330,7 @@ def _write(args, rows: list[dict], t0: float) -> None:
     except ImportError:
         tv = None
     doc = {"benchmark": "tools/bench_vision.py", "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-           "conditions": {"models": args.models, "images": args.images, "size": args.size,
+           "conditions": {"models": args.models, "task": args.task, "images": args.images, "size": args.size,
                           "train_epochs": args.train_epochs, "target": args.target or "host-ort",
                           "latency_target": args.target_ratio, "agent": args.agent, "budget": args.budget,
                           "seed": args.seed, "finetune_epochs": args.finetune_epochs},

@@ -95,7 +95,7 @@ class Gates(nn.Module):
         t = self.theta[k]
         g = t * t / (t * t + self.eps)
         if self.forced[k] is not None:
-            g = g * (~self.forced[k]).to(g.dtype)
+            g = g * (~self.forced[k]).to(device=g.device, dtype=g.dtype)  # forced may come from a CPU checkpoint
         return g
 
     def values(self) -> list[torch.Tensor]:
@@ -113,7 +113,7 @@ def polarization(gates: list[torch.Tensor], weights: list[torch.Tensor], t: floa
     0 and a group far from it. ``weights``: per-channel cost (mean 1), e.g. the latency its removal saves.
     A sum, not a mean: each gate's pull is its own cost, whatever the model's size."""
     g = torch.cat(gates)
-    w = torch.cat(weights).to(g.dtype)
+    w = torch.cat(weights).to(device=g.device, dtype=g.dtype)
     # ḡ is held constant in the gradient: through the mean, every gate below it (many, once some die) would
     # pull every gate above it up by Σ w / N, more than the (t - 1)·w that pushes it down.
     return (w * (t * g.abs() - (g - g.mean().detach()).abs())).sum()
