@@ -14,7 +14,8 @@ For each model of ``--models`` (torchvision names, or ``timm:NAME``):
    to 32×32 RGB: learnable from scratch in a few epochs), as an ``.npz`` written once into the work folder; edgeprune brings them to
    ``--size``×``--size`` itself (training and compile alike) and splits them (validation, calibration, train).
 2. The model with 10 classes, trained ``--train-epochs`` with ``tools/train.py``'s ``train_model`` (ImageNet
-   normalisation, lr 0.05, batch 64, 2 threads), saved as a bare state dict ``<name>.pt``. "train acc" is its
+   normalisation, lr 0.05, batch 64, 2 threads; ``--recalibrate-bn``: BN statistics re-estimated on the
+   training images after it), saved as a bare state dict ``<name>.pt``. "train acc" is its
    top-1 on the validation split.
 3. ``edgeprune compile <name>.pt --arch torchvision.models:NAME --arch-kwargs num_classes=10 --input-shape
    3,S,S --normalize imagenet --data <npz> --target T --latency-target R --agent A --budget B
@@ -107,8 +108,9 @@ def host_ort_profile(work: Path) -> Path:
     return path
 
 
-def train(name: str, npz: Path, size: int, epochs: int, work: Path) -> tuple[Path, dict]:
-    """Train ``name`` with 10 classes and save its state dict; returns (path, facts)."""
+def train(name: str, npz: Path, size: int, epochs: int, work: Path, recalibrate: bool = False) -> tuple[Path, dict]:
+    """Train ``name`` with 10 classes and save its state dict; returns (path, facts). ``recalibrate``: BN
+    statistics re-estimated on the training images after training (``tools/train.py``)."""
     import torch
 
     threads = torch.get_num_threads()
@@ -116,7 +118,7 @@ def train(name: str, npz: Path, size: int, epochs: int, work: Path) -> tuple[Pat
     t0 = time.time()
     model, splits, arch, kwargs, meta = tool.train_model(
         arch_of(name), data=str(npz), input_shape=(3, size, size), normalize="imagenet", epochs=epochs,
-        lr=0.05, batch_size=64, threads=2)
+        lr=0.05, batch_size=64, threads=2, recalibrate=recalibrate)
     torch.set_num_threads(threads)
     acc = meta.get("val_accuracy")
     if acc is None:
@@ -126,7 +128,7 @@ def train(name: str, npz: Path, size: int, epochs: int, work: Path) -> tuple[Pat
     path = work / f"{file_stem(name)}.pt"
     torch.save(model.state_dict(), path)
     facts = {"train_acc": float(acc), "train_images": meta.get("train_images"), "val_images": int(len(splits.val[1])),
-             "train_s": round(time.time() - t0, 1), "arch_kwargs": kwargs}
+             "train_s": round(time.time() - t0, 1), "arch_kwargs": kwargs, "bn_recalibrated": recalibrate}
     del model, splits
     return path, facts
 
@@ -195,7 +197,7 @@ def one_model(name: str, args, work: Path, npz: Path, target: str) -> dict:
            "finetune_epochs": args.finetune_epochs, "target": target, "latency_target": args.target_ratio}
     print(f"[{name}] training {args.train_epochs} epoch(s) at {size}×{size} ...", flush=True)
     try:
-        sd, facts = train(name, npz, size, args.train_epochs, work)
+        sd, facts = train(name, npz, size, args.train_epochs, work, args.recalibrate_bn)
     except Exception as e:  # noqa: BLE001 - one model's failure is a row, not the end of the benchmark
         row.update(exit_code="train", error=f"training failed: {type(e).__name__}: {last_line(str(e))}")
         print(f"[{name}] {row['error']}", flush=True)
@@ -281,6 +283,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=3000, help="images in the .npz (all splits; digits: at most 1797)")
     ap.add_argument("--size", type=int, default=64, help="input height and width")
     ap.add_argument("--train-epochs", type=int, default=3)
+    ap.add_argument("--recalibrate-bn", action="store_true",
+                    help="re-estimate BN statistics on the training images after training (tools/train.py)")
     ap.add_argument("--target", default=None,
                     help="profile name or TOML path (default: host-ort, host.toml with ONNX Runtime only)")
     ap.add_argument("--target-ratio", "--latency-target", dest="target_ratio", default="0.7x",
@@ -331,7 +335,7 @@ def _write(args, rows: list[dict], t0: float) -> None:
         tv = None
     doc = {"benchmark": "tools/bench_vision.py", "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
            "conditions": {"models": args.models, "task": args.task, "images": args.images, "size": args.size,
-                          "train_epochs": args.train_epochs, "target": args.target or "host-ort",
+                          "train_epochs": args.train_epochs, "recalibrate_bn": args.recalibrate_bn, "target": args.target or "host-ort",
                           "latency_target": args.target_ratio, "agent": args.agent, "budget": args.budget,
                           "seed": args.seed, "finetune_epochs": args.finetune_epochs},
            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
