@@ -250,10 +250,28 @@ def test_an_absolute_target_in_ms(tiny_ckpt, profile, tmp_path):
 
 
 def test_finetuning_with_distillation_is_reported(tiny_ckpt, profile, tmp_path):
-    r = compile_model(cfg(tiny_ckpt, profile, tmp_path, finetune_epochs=1, distill=True), opener=Opener())
+    import copy
+
+    from edgeprune.model.evaluate import recalibrate_bn
+    from edgeprune.model.load import load_model
+    from edgeprune.progress import Reporter
+    from edgeprune.stages.load import load
+
+    c = cfg(tiny_ckpt, profile, tmp_path, finetune_epochs=1, distill=True)
+    r = compile_model(c, opener=Opener())
     f = r.report["final"]
-    assert f["finetune"] == {"epochs": 1, "lr": 0.02, "distill": True, "device": "cpu"}  # auto: no CUDA here
+    assert f["finetune"] == {"epochs": 1, "lr": 0.02, "distill": True, "device": "cpu",  # auto: no CUDA here
+                             "bn_recalibrated_images": 60}
     assert 0 <= f["accuracy_before_finetune"] <= 1 and 0 <= f["accuracy"] <= 1
+    # After fine-tuning, the BN statistics are the calibration images' for the final weights (a
+    # recalibration of the written model changes nothing), not the training's running averages.
+    final = load_model(r.out_dir / "model.pt").model
+    calib = load(c, Reporter()).data.calib[0][: c.calib_samples]
+    again = copy.deepcopy(final)
+    recalibrate_bn(again, calib)
+    bns = [(a, b) for a, b in zip(final.modules(), again.modules()) if isinstance(a, torch.nn.BatchNorm2d)]
+    assert bns and all(torch.allclose(a.running_mean, b.running_mean, atol=1e-6)
+                       and torch.allclose(a.running_var, b.running_var, atol=1e-6) for a, b in bns)
 
 
 def test_a_failed_verification_exits_4_and_leaves_no_artifact(tiny_ckpt, profile, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from torch import nn
 from edgeprune.export.onnx import export_verified
 from edgeprune.latency.artifact import Artifact
 from edgeprune.latency.meter import Meter, Pair, measure_confirmed
-from edgeprune.model.evaluate import accuracy, count_macs_params
+from edgeprune.model.evaluate import accuracy, count_macs_params, recalibrate_bn
 from edgeprune.model.finetune import TrainConfig, train
 from edgeprune.model.depth import dropped_blocks
 from edgeprune.model.prune import channel_counts
@@ -84,7 +84,7 @@ def finish(*, pruned: nn.Module, history: list, teacher: nn.Module, data, shape,
            ratio: float, epochs: int, lr: float, distill: bool, seed: int, candidate_index: int,
            widths: tuple[int, ...], rep, baseline_onnx: bytes | None = None, device: str = "cpu") -> FinalModel:
     """Fine-tune ``pruned`` in place (``epochs`` of SGD + cosine; knowledge distillation from ``teacher``
-    when ``distill``), export and verify it against PyTorch on calibration images (N×C×H×W), and measure
+    when ``distill``; then BN statistics re-estimated on ``calib``), export and verify it against PyTorch on calibration images (N×C×H×W), and measure
     it against the baseline over ``rounds`` rounds (re-measured twice when that misses ``ratio``, the target
     as a fraction of the baseline: ``measure_confirmed``).
     ``device``: where fine-tuning and accuracy run; the model is back on the CPU for export and measurement."""
@@ -95,6 +95,13 @@ def finish(*, pruned: nn.Module, history: list, teacher: nn.Module, data, shape,
         train(pruned, *data.train, tcfg, teacher=teacher if distill else None, on_step=rep.train_step, device=device)
     finally:
         rep.train_end()
+    recalibrated = 0
+    if epochs > 0:
+        # The running statistics after fine-tuning are averages over batches of weights that kept changing,
+        # and with a small BN momentum (torchvision's MobileNetV3: 0.01) mostly the pre-fine-tuning ones: the
+        # same adaptive BN as every candidate of the search got, on the calibration images, for the final weights.
+        recalibrate_bn(pruned, calib, device=device)
+        recalibrated = int(len(calib))
     onnx_bytes, simplifier, verdict = export_verified(pruned, shape, calib[:FINAL_VERIFY_SAMPLES], full_check=True)
     pair, tries = measure_confirmed(meter, Artifact(onnx_bytes, label="final"), rounds=rounds, ratio=ratio)
     macs, params = count_macs_params(pruned, shape)
@@ -102,5 +109,6 @@ def finish(*, pruned: nn.Module, history: list, teacher: nn.Module, data, shape,
               if baseline_onnx is not None else {})
     return FinalModel(pruned, history, onnx_bytes, simplifier, verdict, pair, acc_before,
                       accuracy(pruned, *data.val, device=device), macs, params, channel_counts(pruned),
-                      {"epochs": tcfg.epochs, "lr": tcfg.lr, "distill": tcfg.distill, "device": device},
+                      {"epochs": tcfg.epochs, "lr": tcfg.lr, "distill": tcfg.distill, "device": device,
+                       "bn_recalibrated_images": recalibrated},
                       candidate_index, tuple(widths), pair.candidate.ratio_to_baseline <= ratio, layers, tries)
