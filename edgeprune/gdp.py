@@ -175,12 +175,12 @@ def run_gdp(model: nn.Module, input_shape: tuple[int, ...], analysis, data, pred
     costs = channel_costs(predictor, analysis, sites, cfg.cost, align)
     # Gated training runs on ``device`` (model, gates, costs and batches there; batches augmented on the CPU
     # with the seeded generator first, as on the CPU path); folding and pruning run on the CPU after it.
+    moved = device if moves(device) else None  # None: the CPU, nothing to move
     with on_device(device, work, gates):
-        state = _train_gates(work, gates, [c.to(device) for c in costs] if moves(device) else costs, analysis,
-                             data, predictor, target, cfg, checkpoint, rep, device if moves(device) else None)
+        state = _train_gates(work, gates, [c.to(moved) for c in costs] if moved else costs, analysis, data,
+                             predictor, target, cfg, checkpoint, rep, moved)
     gates.forced = [f.cpu() if f is not None else None for f in gates.forced]
-    return _finish(work, gates, sites, skipped, state, input_shape, analysis, data, predictor, target, cfg,
-                   calib, device)
+    return _finish(work, gates, skipped, state, input_shape, analysis, data, predictor, target, cfg, calib, device)
 
 
 def _train_gates(work, gates, costs, analysis, data, predictor, target, cfg: GdpConfig, checkpoint, rep,
@@ -272,12 +272,13 @@ def _train_gates(work, gates, costs, analysis, data, predictor, target, cfg: Gdp
     return state
 
 
-def _finish(work, gates, sites, skipped, state, input_shape, analysis, data, predictor, target, cfg: GdpConfig,
-            calib, device) -> GdpResult:
+def _finish(work, gates, skipped, state, input_shape, analysis, data, predictor, target, cfg: GdpConfig, calib,
+            device) -> GdpResult:
     """Widths from the trained gates, cut to the target; fold, prune and check the pruned model equals the
     gated one (on the CPU)."""
     from edgeprune.model.evaluate import accuracy
 
+    sites = gates.sites
     blocks = [1] * len(predictor.kmap.blocks)
     work.eval()
     with torch.no_grad():

@@ -70,6 +70,17 @@ def resnet20_ckpt(tmp_path_factory) -> Path:
     return path
 
 
+def train_tool():
+    """tools/train.py as a module (tools/ is not a package): how the bundled examples and the vision
+    benchmark train."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edgeprune_tools_train", ROOT / "tools" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the installed ``edgeprune`` console script as a user would."""
     return subprocess.run([sys.executable, "-m", "edgeprune.cli", *args], capture_output=True, text=True,

@@ -4,21 +4,11 @@ optional BN recalibration after training."""
 from __future__ import annotations
 
 import copy
-import importlib.util
-from pathlib import Path
 
 import torch
 
 from edgeprune.model.evaluate import recalibrate_bn
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _train_tool():
-    spec = importlib.util.spec_from_file_location("edgeprune_tools_train_t", ROOT / "tools" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import train_tool
 
 
 def _bns(model):
@@ -26,7 +16,7 @@ def _bns(model):
 
 
 def test_recalibrate_re_estimates_bn_statistics_on_the_training_images_after_training():
-    tool = _train_tool()
+    tool = train_tool()
     threads = torch.get_num_threads()
     kw = dict(data="digits", epochs=1, lr=0.05, batch_size=32, limit_train=96, threads=1)
     plain, splits, *_, meta_plain = tool.train_model("resnet20", **kw)

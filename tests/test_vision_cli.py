@@ -6,7 +6,6 @@ Needs the vision extra (torchvision, timm): ``.ci/run`` runs ``-m vision`` in it
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 
@@ -14,19 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, train_tool
 
 pytestmark = pytest.mark.vision
 
 SHAPE = (3, 64, 64)
-
-
-def _train_tool():
-    """tools/train.py as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("edgeprune_tools_train", ROOT / "tools" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -48,7 +39,7 @@ def test_a_trained_torchvision_resnet18_state_dict_compiles_to_07x_and_verifies(
     # A user's model: torchvision's ResNet-18 trained briefly (tools/train.py's function: ImageNet normalisation,
     # 64×64 inputs), saved as a plain state dict.
     threads = torch.get_num_threads()
-    train = _train_tool()
+    train = train_tool()
     model, splits, arch, kwargs, meta = train.train_model(
         "torchvision.models:resnet18", data=str(data), input_shape=SHAPE, normalize="imagenet", epochs=1,
         lr=0.05, batch_size=64, limit_train=768, threads=2)

@@ -11,8 +11,8 @@ For each model of ``--models`` (torchvision names, or ``timm:NAME``):
 
 1. Data: ``--images`` images of the built-in shapes task (``edgeprune.data.builtin.make_shapes(n, seed=7)``,
    generated at 32×32), or with ``--task digits`` scikit-learn's 1797 real handwritten digits (8×8, upsampled
-   to 32×32 RGB: learnable from scratch in a few epochs), as an ``.npz`` written once into the work folder; edgeprune brings them to
-   ``--size``×``--size`` itself (training and compile alike) and splits them (validation, calibration, train).
+   to 32×32 RGB: learnable from scratch in a few epochs), as an ``.npz`` written once into the work folder;
+   edgeprune brings them to ``--size``×``--size`` itself (training and compile alike) and splits them (validation, calibration, train).
 2. The model with 10 classes, trained ``--train-epochs`` with ``tools/train.py``'s ``train_model`` (ImageNet
    normalisation, lr 0.05, batch 64, 2 threads; ``--recalibrate-bn``: BN statistics re-estimated on the
    training images after it), saved as a bare state dict ``<name>.pt``. "train acc" is its

@@ -4,9 +4,9 @@
 (``latency.predictor``) gives its ratio to the baseline; above ``target × (1 + MARGIN)`` it is *screened*:
 not measured, not stored as an evaluation, no budget spent. The agent is told (``tell_screened``) that it
 is predicted infeasible, with the predicted ratio, so it does not propose it again. Every measured
-evaluation refits the predictor (latency as a function of ``Σ kernels``, ``LatencyPredictor.fit``, over this
-run's measured candidates and the baseline), so the screen tracks this run's conditions; the measured value still decides
-feasibility of everything evaluated. Only agents that implement ``tell_screened`` are screened.
+evaluation refits the predictor (latency as a function of ``Σ kernels``, ``LatencyPredictor.fit``, over
+this run's measured candidates and the baseline), so the screen tracks this run's conditions; the measured
+value still decides feasibility of everything evaluated. Only agents that implement ``tell_screened`` are screened.
 """
 
 from __future__ import annotations

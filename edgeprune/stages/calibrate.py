@@ -7,8 +7,9 @@
    ``repeats`` times, the median ratio), alternating between the fit set and the held-back set so a drift in
    the machine's conditions falls on both alike. Each is appended to ``models/<signature>.samples.jsonl`` as
    it is measured: a killed calibration resumes without measuring it again.
-3. Fit the latency to ``Σ kernels`` on the fit set (linear or power, ``LatencyPredictor.fit``) and report, on the held-back set, how many predicted ratios
-   fall within ±10% of the measured ones — for the kernel sum alone and for the fit.
+3. Fit the latency to ``Σ kernels`` on the fit set (linear or power, ``LatencyPredictor.fit``) and report,
+   on the held-back set, how many predicted ratios fall within ±10% of the measured ones — for the kernel
+   sum alone, for each form's fit and for the chosen one.
 """
 
 from __future__ import annotations

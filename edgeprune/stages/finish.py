@@ -84,8 +84,8 @@ def finish(*, pruned: nn.Module, history: list, teacher: nn.Module, data, shape,
            ratio: float, epochs: int, lr: float, distill: bool, seed: int, candidate_index: int,
            widths: tuple[int, ...], rep, baseline_onnx: bytes | None = None, device: str = "cpu") -> FinalModel:
     """Fine-tune ``pruned`` in place (``epochs`` of SGD + cosine; knowledge distillation from ``teacher``
-    when ``distill``; then BN statistics re-estimated on ``calib``), export and verify it against PyTorch on calibration images (N×C×H×W), and measure
-    it against the baseline over ``rounds`` rounds (re-measured twice when that misses ``ratio``, the target
+    when ``distill``; then BN statistics re-estimated on ``calib``), export and verify it against PyTorch on
+    calibration images (N×C×H×W), and measure it against the baseline over ``rounds`` rounds (re-measured twice when that misses ``ratio``, the target
     as a fraction of the baseline: ``measure_confirmed``).
     ``device``: where fine-tuning and accuracy run; the model is back on the CPU for export and measurement."""
     acc_before = accuracy(pruned, *data.val, device=device)
@@ -99,7 +99,8 @@ def finish(*, pruned: nn.Module, history: list, teacher: nn.Module, data, shape,
     if epochs > 0:
         # The running statistics after fine-tuning are averages over batches of weights that kept changing,
         # and with a small BN momentum (torchvision's MobileNetV3: 0.01) mostly the pre-fine-tuning ones: the
-        # same adaptive BN as every candidate of the search got, on the calibration images, for the final weights.
+        # adaptive BN the search gives its candidates (on the first --search-bn-samples calibration images,
+        # 100 by default), here on all of ``calib`` for the model that is written.
         recalibrate_bn(pruned, calib, device=device)
         recalibrated = int(len(calib))
     onnx_bytes, simplifier, verdict = export_verified(pruned, shape, calib[:FINAL_VERIFY_SAMPLES], full_check=True)
